@@ -1,0 +1,123 @@
+//! The apps a server hosts: each app's settings, its channel registry and its live
+//! connection count, found by id (HTTP API) or by key (WebSocket URL).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::channels::Registry;
+use crate::config::AppConfig;
+
+/// One app at run time.
+#[derive(Debug)]
+pub struct App {
+    pub config: AppConfig,
+    pub registry: Registry,
+    connections: AtomicUsize,
+}
+
+/// Holds one of an app's connection slots; the slot is released on drop.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    app: Arc<App>,
+}
+
+impl App {
+    pub fn new(config: AppConfig) -> Self {
+        App {
+            config,
+            registry: Registry::default(),
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes a connection slot unless the app is at its `max_connections`.
+    pub fn try_connect(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let limit = self.config.max_connections.unwrap_or(usize::MAX);
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot { app: self.clone() })
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+}
+
+impl ConnectionSlot {
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.app.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Lookup of apps by id and by key. Built once at start-up; read-only afterwards.
+#[derive(Debug, Clone)]
+pub struct AppStore {
+    by_id: Arc<HashMap<String, Arc<App>>>,
+    by_key: Arc<HashMap<String, Arc<App>>>,
+}
+
+impl AppStore {
+    pub fn new(apps: &[AppConfig]) -> Self {
+        let apps: Vec<Arc<App>> = apps
+            .iter()
+            .cloned()
+            .map(|c| Arc::new(App::new(c)))
+            .collect();
+        AppStore {
+            by_id: Arc::new(
+                apps.iter()
+                    .map(|a| (a.config.id.clone(), a.clone()))
+                    .collect(),
+            ),
+            by_key: Arc::new(
+                apps.iter()
+                    .map(|a| (a.config.key.clone(), a.clone()))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Arc<App>> {
+        self.by_id.get(id)
+    }
+
+    pub fn by_key(&self, key: &str) -> Option<&Arc<App>> {
+        self.by_key.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_slots_respect_the_limit_and_are_released() {
+        let app = Arc::new(App::new(AppConfig {
+            max_connections: Some(1),
+            ..AppConfig::default()
+        }));
+        let slot = app.try_connect();
+        assert!(slot.is_some());
+        assert!(app.try_connect().is_none());
+        drop(slot);
+        assert!(app.try_connect().is_some());
+    }
+
+    #[test]
+    fn lookup_by_id_and_key() {
+        let store = AppStore::new(&[AppConfig::default()]);
+        assert!(store.by_id("1").is_some());
+        assert!(store.by_key("app-key").is_some());
+        assert!(store.by_key("nope").is_none());
+    }
+}

@@ -1,0 +1,195 @@
+//! A connection's outbox: the push-only handle publishers know a subscriber by.
+//!
+//! Publishers push pre-encoded frames and move on; they never touch the socket. The queue is
+//! bounded in bytes: a push that would overflow it drops what is queued and asks the session
+//! to close with 4100, so one slow reader can never hold memory hostage or slow a broadcast.
+//! The session's writer drains the queue in batches (one vectored write per batch).
+//!
+//! The mutex is a `parking_lot` one held for a queue push or a swap, never across an
+//! `.await`; `Notify` keeps a permit when the writer is busy, so no wake-up is lost.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// A request that the connection be closed after what is already queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// Close code for the close frame; `None` when the peer is gone and no frame should be sent.
+    pub code: Option<u16>,
+    pub reason: String,
+    /// Send `pusher:error` with the same code and reason before the close frame.
+    pub announce: bool,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    close: Option<CloseRequest>,
+}
+
+#[derive(Debug)]
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    wake: Notify,
+    limit: usize,
+    /// Set by the session's reader on every frame received; the keep-alive reads and clears
+    /// it. It lives here so a session shares one allocation between its reader and writer.
+    activity: AtomicBool,
+}
+
+/// What the writer should do next.
+#[derive(Debug)]
+pub enum Drained {
+    Frames(VecDeque<Bytes>),
+    Close(VecDeque<Bytes>, CloseRequest),
+}
+
+impl Outbox {
+    pub fn new(limit: usize) -> Self {
+        Outbox {
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            limit,
+            activity: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues a frame. Returns false if the connection is closing or has just overflowed.
+    /// A single frame larger than the limit is still accepted into an empty queue, so that
+    /// one large event does not disconnect every subscriber.
+    pub fn push(&self, frame: Bytes) -> bool {
+        let mut q = self.queue.lock();
+        if q.close.is_some() {
+            return false;
+        }
+        if q.bytes + frame.len() > self.limit && !q.frames.is_empty() {
+            q.frames = VecDeque::new();
+            q.bytes = 0;
+            q.close = Some(CloseRequest {
+                code: Some(crate::protocol::codes::OVER_CAPACITY),
+                reason: "Connection too slow: outgoing queue full".to_string(),
+                announce: true,
+            });
+            drop(q);
+            self.wake.notify_one();
+            return false;
+        }
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
+        drop(q);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Asks the writer to close the connection after the frames already queued. The first
+    /// request wins.
+    pub fn close(&self, request: CloseRequest) {
+        let mut q = self.queue.lock();
+        if q.close.is_none() {
+            q.close = Some(request);
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.queue.lock().close.is_some()
+    }
+
+    /// Takes everything queued, or waits until there is something.
+    pub async fn drained(&self) -> Drained {
+        loop {
+            if let Some(d) = self.try_drain() {
+                return d;
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    fn try_drain(&self) -> Option<Drained> {
+        let mut q = self.queue.lock();
+        let frames = std::mem::take(&mut q.frames);
+        q.bytes = 0;
+        match &q.close {
+            Some(c) => Some(Drained::Close(frames, c.clone())),
+            None if frames.is_empty() => None,
+            None => Some(Drained::Frames(frames)),
+        }
+    }
+
+    pub fn mark_activity(&self) {
+        self.activity.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether anything arrived since the last call.
+    pub fn take_activity(&self) -> bool {
+        self.activity.swap(false, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
+    #[tokio::test]
+    async fn drains_in_order() {
+        let o = Outbox::new(1000);
+        assert!(o.push(frame(1)));
+        assert!(o.push(frame(2)));
+        match o.drained().await {
+            Drained::Frames(f) => {
+                assert_eq!(f.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![1, 2])
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn overflow_drops_queue_and_requests_4100() {
+        let o = Outbox::new(100);
+        assert!(o.push(frame(60)));
+        assert!(!o.push(frame(60)));
+        assert!(!o.push(frame(1)), "closing outbox takes nothing more");
+        match o.drained().await {
+            Drained::Close(f, req) => {
+                assert!(f.is_empty());
+                assert_eq!(req.code, Some(crate::protocol::codes::OVER_CAPACITY));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_large_frame_fits_an_empty_queue() {
+        let o = Outbox::new(100);
+        assert!(o.push(frame(500)));
+        assert!(!o.is_closing());
+    }
+
+    #[tokio::test]
+    async fn close_keeps_queued_frames() {
+        let o = Outbox::new(100);
+        o.push(frame(3));
+        o.close(CloseRequest {
+            code: Some(4200),
+            reason: "bye".into(),
+            announce: true,
+        });
+        match o.drained().await {
+            Drained::Close(f, req) => {
+                assert_eq!(f.len(), 1);
+                assert_eq!(req.code, Some(4200));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! `POST /events` and `POST /batch_events`: validate every event first, then encode each
+//! (event, channel) frame once and push it to the channel's subscribers. The event's `data`
+//! string is escaped once into the frame, never re-parsed.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::auth::VerifiedRequest;
+use super::error::ApiError;
+use crate::apps::App;
+use crate::protocol::channel::{self, ChannelKind};
+use crate::protocol::encode::Event;
+use crate::protocol::socket_id::{ConnId, SocketId, SocketIds};
+
+/// Longest event name accepted, as the server SDKs enforce.
+pub const MAX_EVENT_NAME_LEN: usize = 200;
+
+#[derive(Debug, Deserialize)]
+struct EventBody {
+    name: Option<String>,
+    data: Option<Box<RawValue>>,
+    channels: Option<Vec<String>>,
+    channel: Option<String>,
+    socket_id: Option<String>,
+    info: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BatchBody {
+    batch: Vec<EventBody>,
+}
+
+/// An event that passed validation, ready to publish.
+#[derive(Debug)]
+struct Prepared {
+    name: String,
+    data: String,
+    channels: Vec<String>,
+    except: Option<ConnId>,
+    info: Option<Info>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Info {
+    subscription_count: bool,
+    user_count: bool,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(message.into())
+}
+
+pub fn trigger(req: &VerifiedRequest, socket_ids: &SocketIds) -> Result<String, ApiError> {
+    let body: EventBody =
+        serde_json::from_slice(&req.body).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
+    let event = prepare(&req.app, body, socket_ids, true)?;
+    publish(&req.app, &event);
+    Ok(match event.info {
+        Some(info) => Value::Object(Map::from_iter([(
+            "channels".to_string(),
+            Value::Object(channel_info(&req.app, &event.channels, info)),
+        )]))
+        .to_string(),
+        None => "{}".to_string(),
+    })
+}
+
+pub fn batch(req: &VerifiedRequest, socket_ids: &SocketIds) -> Result<String, ApiError> {
+    let body: BatchBody =
+        serde_json::from_slice(&req.body).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
+    let limit = req.app.config.max_batch_events;
+    if body.batch.len() > limit {
+        return Err(bad(format!(
+            "Cannot batch-send more than {limit} events at once; got {}",
+            body.batch.len()
+        )));
+    }
+    let events = body
+        .batch
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            prepare(&req.app, e, socket_ids, false).map_err(|err| match err {
+                ApiError::BadRequest(m) => bad(format!("batch[{i}]: {m}")),
+                ApiError::PayloadTooLarge(m) => {
+                    ApiError::PayloadTooLarge(format!("batch[{i}]: {m}"))
+                }
+                other => other,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for event in &events {
+        publish(&req.app, event);
+    }
+    if events.iter().all(|e| e.info.is_none()) {
+        return Ok("{}".to_string());
+    }
+    let items: Vec<Value> = events
+        .iter()
+        .map(|e| match e.info {
+            // One channel per batch item: its attributes, not a map of channels.
+            Some(info) => channel_info(&req.app, &e.channels, info)
+                .into_iter()
+                .next()
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| Value::Object(Map::new())),
+            None => Value::Object(Map::new()),
+        })
+        .collect();
+    Ok(serde_json::json!({ "batch": items }).to_string())
+}
+
+fn prepare(
+    app: &App,
+    body: EventBody,
+    socket_ids: &SocketIds,
+    multi: bool,
+) -> Result<Prepared, ApiError> {
+    let cfg = &app.config;
+    let name = body
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| bad("Missing event name"))?;
+    if name.len() > MAX_EVENT_NAME_LEN {
+        return Err(bad(format!(
+            "Event name is too long. Maximum allowed size is {MAX_EVENT_NAME_LEN}."
+        )));
+    }
+    if name.starts_with("pusher:") || name.starts_with("pusher_internal:") {
+        return Err(bad(
+            "Event names starting with pusher: or pusher_internal: are reserved",
+        ));
+    }
+    let raw = body.data.ok_or_else(|| bad("Missing data"))?;
+    let data = if raw.get().starts_with('"') {
+        serde_json::from_str::<String>(raw.get()).map_err(|e| bad(format!("Invalid data: {e}")))?
+    } else if raw.get() == "null" {
+        return Err(bad("Missing data"));
+    } else {
+        // Some SDKs post an object; it is delivered as its JSON text.
+        raw.get().to_string()
+    };
+    if data.len() > cfg.max_event_payload_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "The event data should be at most {} bytes; got {}",
+            cfg.max_event_payload_bytes,
+            data.len()
+        )));
+    }
+    let mut channels = match (body.channels, body.channel) {
+        (Some(list), _) if !list.is_empty() => list,
+        (_, Some(one)) => vec![one],
+        _ => {
+            return Err(bad(
+                "Missing channels: give `channels` (a list) or `channel`",
+            ));
+        }
+    };
+    if !multi && channels.len() > 1 {
+        return Err(bad("A batch event goes to exactly one channel"));
+    }
+    if channels.len() > cfg.max_event_channels {
+        return Err(bad(format!(
+            "Cannot broadcast to more than {} channels at once",
+            cfg.max_event_channels
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    channels.retain(|c| seen.insert(c.clone()));
+    for ch in &channels {
+        let spec =
+            channel::classify(ch).map_err(|e| bad(format!("Invalid channel name {ch:?}: {e}")))?;
+        if spec.kind == ChannelKind::Encrypted && channels.len() > 1 {
+            return Err(bad(
+                "An event to an encrypted channel cannot go to other channels too",
+            ));
+        }
+    }
+    let except = match body.socket_id {
+        None => None,
+        Some(text) => {
+            let id =
+                SocketId::parse(&text).ok_or_else(|| bad(format!("Invalid socket_id {text:?}")))?;
+            socket_ids.local_conn(&id)
+        }
+    };
+    let info = body.info.map(|attrs| {
+        let mut info = Info::default();
+        for a in attrs.split(',').map(str::trim) {
+            match a {
+                "subscription_count" => info.subscription_count = true,
+                "user_count" => info.user_count = true,
+                _ => {}
+            }
+        }
+        info
+    });
+    Ok(Prepared {
+        name,
+        data,
+        channels,
+        except,
+        info,
+    })
+}
+
+fn publish(app: &App, event: &Prepared) {
+    for ch in &event.channels {
+        let frame = Event::new(&event.name)
+            .channel(ch)
+            .text(&event.data)
+            .to_frame();
+        app.registry.publish(ch, &frame, event.except);
+    }
+}
+
+/// `{channel: {subscription_count?, user_count?}}` for the channels an event went to.
+fn channel_info(app: &App, channels: &[String], info: Info) -> Map<String, Value> {
+    let mut out = BTreeMap::new();
+    for ch in channels {
+        let stats = app.registry.stats(ch);
+        let mut attrs = Map::new();
+        if info.subscription_count {
+            attrs.insert(
+                "subscription_count".into(),
+                stats.map(|s| s.subscriptions).unwrap_or(0).into(),
+            );
+        }
+        let presence = channel::classify(ch)
+            .map(|s| s.kind == ChannelKind::Presence)
+            .unwrap_or(false);
+        if info.user_count && presence {
+            attrs.insert(
+                "user_count".into(),
+                stats.and_then(|s| s.users).unwrap_or(0).into(),
+            );
+        }
+        out.insert(ch.clone(), Value::Object(attrs));
+    }
+    out.into_iter().collect()
+}

@@ -1,0 +1,105 @@
+//! The signed HTTP API under `/apps/{app_id}/`. Routing and body reading live here; every
+//! handler takes a [`auth::VerifiedRequest`], which only `auth::verify` produces. Handlers
+//! never touch a socket: they publish through the app's registry.
+
+pub mod auth;
+pub mod channels;
+pub mod error;
+pub mod events;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use percent_encoding::percent_decode_str;
+
+use crate::apps::AppStore;
+use crate::protocol::socket_id::SocketIds;
+use error::{ApiError, json_response};
+
+/// Extra room in a request body beyond the events' data (names, channels, JSON syntax).
+const BODY_OVERHEAD: usize = 64 * 1024;
+
+enum Route {
+    Trigger,
+    Batch,
+    Channels,
+    Channel(String),
+    Users(String),
+}
+
+pub async fn handle(
+    req: Request<Incoming>,
+    apps: &AppStore,
+    socket_ids: &SocketIds,
+) -> Response<Full<Bytes>> {
+    match dispatch(req, apps, socket_ids).await {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch(
+    req: Request<Incoming>,
+    apps: &AppStore,
+    socket_ids: &SocketIds,
+) -> Result<String, ApiError> {
+    let path = req.uri().path().to_string();
+    if path == "/" || path == "/up" {
+        return Ok("{\"ok\":true}".to_string());
+    }
+    let not_found = || ApiError::NotFound(format!("Not found: {path}"));
+    let rest = path.strip_prefix("/apps/").ok_or_else(not_found)?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let (app_id, tail) = segments.split_first().ok_or_else(not_found)?;
+    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let (route, method) = match tail {
+        ["events"] => (Route::Trigger, Method::POST),
+        ["batch_events"] => (Route::Batch, Method::POST),
+        ["channels"] => (Route::Channels, Method::GET),
+        ["channels", name] => (Route::Channel(decode(name)), Method::GET),
+        ["channels", name, "users"] => (Route::Users(decode(name)), Method::GET),
+        _ => return Err(not_found()),
+    };
+    let app = apps
+        .by_id(app_id)
+        .ok_or_else(|| ApiError::NotFound(format!("No app with id {app_id:?}")))?
+        .clone();
+    if req.method() != method {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "{} is not allowed on {path}; use {method}",
+            req.method()
+        )));
+    }
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let method_name = req.method().as_str().to_string();
+    let cfg = &app.config;
+    let body_limit = cfg
+        .max_event_payload_bytes
+        .saturating_mul(cfg.max_batch_events)
+        .saturating_add(BODY_OVERHEAD);
+    let body = match Limited::new(req.into_body(), body_limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "Request body is larger than {body_limit} bytes"
+            )));
+        }
+        Err(e) => {
+            return Err(ApiError::BadRequest(format!(
+                "Could not read the request body: {e}"
+            )));
+        }
+    };
+    let verified = auth::verify(app, &method_name, &path, &raw_query, body)?;
+    if !verified.app.config.enabled {
+        return Err(ApiError::Forbidden("Application disabled".into()));
+    }
+    match route {
+        Route::Trigger => events::trigger(&verified, socket_ids),
+        Route::Batch => events::batch(&verified, socket_ids),
+        Route::Channels => channels::list(&verified),
+        Route::Channel(name) => channels::info(&verified, &name),
+        Route::Users(name) => channels::users(&verified, &name),
+    }
+}

@@ -1,0 +1,35 @@
+//! Crier: a broadcast server that speaks the Pusher Channels protocol (v7) and HTTP API, so
+//! that pusher-js, Laravel Echo and the Pusher server SDKs work against it unchanged.
+//!
+//! # How a message flows
+//!
+//! ```text
+//!  client ──WebSocket──► websocket::connection ──► websocket::session ──► channels::Registry
+//!                              ▲ (writer task drains the outbox)              │
+//!                              └────────── channels::Outbox ◄── pre-encoded frames
+//!  backend ──signed HTTP──► http_api (auth → events / channels) ──────────────┘
+//! ```
+//!
+//! # Layout
+//!
+//! - [`config`]: file + environment + flags → a validated [`Config`]; errors name the setting.
+//! - [`apps`]: the hosted apps, each with its settings, registry and connection count.
+//! - [`protocol`]: pure wire code: messages, channel names, codes, signatures, frame encoding.
+//! - [`channels`]: the registry (sharded channels, presence members) and per-connection outboxes.
+//! - [`websocket`]: admission and upgrade, the reader and writer tasks, the session logic.
+//! - [`http_api`]: request authentication and the REST handlers.
+//! - [`server`]: the accept loop, HTTP routing and the shutdown sequence.
+//!
+//! The modules are public so the integration tests and the embedding API can reach them;
+//! the supported embedding surface is [`serve`] and the configuration types.
+
+pub mod apps;
+pub mod channels;
+pub mod config;
+pub mod http_api;
+pub mod protocol;
+pub mod server;
+pub mod websocket;
+
+pub use config::{AppConfig, Config, ConfigError, Overrides, ServerSettings};
+pub use server::serve;

@@ -1,0 +1,123 @@
+//! The listener: accepts TCP connections, serves HTTP/1.1 on each (WebSocket upgrades on
+//! `/app/{key}`, the HTTP API under `/apps/`), and runs the shutdown sequence.
+//!
+//! Shutdown: stop accepting, ask every WebSocket to close with 4200 (pusher-js reconnects
+//! at once, to another node or to this one when it is back), let HTTP connections finish
+//! their request, and return once every connection task is gone or the grace period ends.
+//! Each connection task holds a clone of `tracker`; the receiver sees the channel close when
+//! the last one drops.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::apps::AppStore;
+use crate::config::{Config, ServerSettings};
+use crate::http_api;
+use crate::protocol::socket_id::SocketIds;
+use crate::websocket::upgrade;
+use crate::websocket::writer::WriterSettings;
+
+/// What request handlers and connections share.
+#[derive(Debug)]
+pub struct ServerContext {
+    pub apps: AppStore,
+    pub settings: ServerSettings,
+    pub socket_ids: SocketIds,
+    pub shutdown: watch::Receiver<bool>,
+    pub tracker: mpsc::Sender<()>,
+}
+
+impl ServerContext {
+    pub fn writer_settings(&self) -> WriterSettings {
+        WriterSettings {
+            activity_timeout: self.settings.activity_timeout,
+            pong_timeout: self.settings.pong_timeout,
+            write_timeout: self.settings.write_timeout,
+        }
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves, then closes every connection.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tracker, mut all_done) = mpsc::channel::<()>(1);
+    let grace = config.server.shutdown_timeout;
+    let ctx = Arc::new(ServerContext {
+        apps: AppStore::new(&config.apps),
+        settings: config.server,
+        socket_ids: SocketIds::new(rand::random::<u32>() % 1_000_000_000),
+        shutdown: stop_rx,
+        tracker,
+    });
+
+    tokio::pin!(shutdown);
+    let mut accept_backoff = Duration::from_millis(5);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    accept_backoff = Duration::from_millis(5);
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve_connection(stream, ctx.clone()));
+                }
+                Err(e) => {
+                    // Typically "too many open files": wait for descriptors to free up.
+                    tracing::warn!("accept failed: {e}; retrying in {accept_backoff:?}");
+                    tokio::time::sleep(accept_backoff).await;
+                    accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(ctx);
+    let _ = tokio::time::timeout(grace, all_done.recv()).await;
+    Ok(())
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ServerContext>) {
+    let _tracker = ctx.tracker.clone();
+    let mut stop = ctx.shutdown.clone();
+    let handler_ctx = ctx.clone();
+    let service = service_fn(move |req| {
+        let ctx = handler_ctx.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(req, &ctx).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+async fn route(req: Request<Incoming>, ctx: &Arc<ServerContext>) -> Response<Full<Bytes>> {
+    if fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return upgrade::upgrade(req, ctx);
+    }
+    http_api::handle(req, &ctx.apps, &ctx.socket_ids).await
+}

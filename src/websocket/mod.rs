@@ -1,0 +1,7 @@
+//! The WebSocket side: admission and upgrade, the per-connection reader and writer tasks,
+//! and the session that gives client messages their meaning. Never imports `http_api`.
+
+pub mod connection;
+pub mod session;
+pub mod upgrade;
+pub mod writer;

@@ -1,0 +1,494 @@
+//! What a connection's messages mean. A `Session` holds one socket's protocol state (its
+//! subscriptions, presence identities, client-event budget) and turns each parsed message
+//! into registry calls and frames pushed to its own outbox. It never touches the socket, so
+//! every decision here can be exercised with an `Outbox` and no network.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::apps::App;
+use crate::channels::{Member, Outbox, PresenceJoin};
+use crate::protocol::auth;
+use crate::protocol::channel::{self, ChannelKind};
+use crate::protocol::codes;
+use crate::protocol::encode::{self, Event};
+use crate::protocol::messages::{self, ClientMessage, Subscribe};
+use crate::protocol::socket_id::SocketId;
+
+/// Longest event name accepted, as the server SDKs enforce.
+pub const MAX_EVENT_NAME_LEN: usize = 200;
+/// Longest presence user id (Pusher docs).
+pub const MAX_USER_ID_LEN: usize = 128;
+
+const CLIENT_EVENTS_DISABLED: &str =
+    "To send client events, you must enable this feature in the Settings page of your dashboard.";
+
+/// Fixed one-second window counting client events.
+#[derive(Debug)]
+struct RateWindow {
+    started: Instant,
+    count: u32,
+}
+
+impl RateWindow {
+    fn allow(&mut self, per_second: u32) -> bool {
+        if per_second == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.started) >= Duration::from_secs(1) {
+            self.started = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= per_second
+    }
+}
+
+/// A subscription held by this socket; presence ones remember the user they joined as.
+#[derive(Debug)]
+struct Held {
+    user_id: Option<Arc<str>>,
+}
+
+pub struct Session {
+    app: Arc<App>,
+    socket_id: SocketId,
+    socket_id_text: String,
+    outbox: Arc<Outbox>,
+    subscriptions: HashMap<String, Held>,
+    rate: RateWindow,
+}
+
+/// `channel_data` of a presence subscription.
+#[derive(Deserialize)]
+struct ChannelData<'a> {
+    #[serde(borrow)]
+    user_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user_info: Option<&'a RawValue>,
+}
+
+/// A refused subscription: what goes into `pusher:subscription_error`.
+struct Refusal {
+    kind: &'static str,
+    status: u16,
+    error: String,
+}
+
+impl Refusal {
+    fn bad_request(error: impl Into<String>) -> Self {
+        Refusal {
+            kind: "InvalidRequest",
+            status: 400,
+            error: error.into(),
+        }
+    }
+    fn unauthorized(error: impl Into<String>) -> Self {
+        Refusal {
+            kind: "AuthError",
+            status: 401,
+            error: error.into(),
+        }
+    }
+    fn forbidden(kind: &'static str, error: impl Into<String>) -> Self {
+        Refusal {
+            kind,
+            status: 403,
+            error: error.into(),
+        }
+    }
+}
+
+impl Session {
+    pub fn new(app: Arc<App>, socket_id: SocketId, outbox: Arc<Outbox>) -> Self {
+        Session {
+            app,
+            socket_id,
+            socket_id_text: socket_id.to_string(),
+            outbox,
+            subscriptions: HashMap::new(),
+            rate: RateWindow {
+                started: Instant::now(),
+                count: 0,
+            },
+        }
+    }
+
+    /// Queues `pusher:connection_established`.
+    pub fn greet(&self, activity_timeout: Duration) {
+        let data = format!(
+            "{{\"socket_id\":\"{}\",\"activity_timeout\":{}}}",
+            self.socket_id_text,
+            activity_timeout.as_secs().max(1)
+        );
+        self.send(
+            Event::new("pusher:connection_established")
+                .text(&data)
+                .to_frame(),
+        );
+    }
+
+    fn send(&self, frame: bytes::Bytes) {
+        self.outbox.push(frame);
+    }
+
+    fn error(&self, code: Option<u16>, message: &str) {
+        self.send(encode::error_frame(code, message));
+    }
+
+    /// Handles one text message from the client.
+    pub fn handle_text(&mut self, text: &str) {
+        match messages::parse(text) {
+            Ok(ClientMessage::Ping) => self.send(encode::pusher_pong()),
+            Ok(ClientMessage::Pong) => {}
+            Ok(ClientMessage::Subscribe(s)) => self.subscribe(s),
+            Ok(ClientMessage::Unsubscribe { channel }) => self.unsubscribe(&channel),
+            Ok(ClientMessage::Signin { .. }) => self.error(
+                Some(codes::UNAUTHORIZED),
+                "User sign-in is not supported by this server yet",
+            ),
+            Ok(ClientMessage::ClientEvent {
+                event,
+                channel,
+                data,
+            }) => self.client_event(&event, &channel, data),
+            Err(e) => self.error(None, &e.to_string()),
+        }
+    }
+
+    fn subscribe(&mut self, s: Subscribe) {
+        if let Err(refusal) = self.try_subscribe(&s) {
+            self.send(encode::subscription_error_frame(
+                &s.channel,
+                refusal.kind,
+                &refusal.error,
+                refusal.status,
+            ));
+        }
+    }
+
+    fn try_subscribe(&mut self, s: &Subscribe) -> Result<(), Refusal> {
+        let name = s.channel.as_str();
+        let spec = channel::classify(name).map_err(|e| Refusal::bad_request(e.to_string()))?;
+        if spec.kind == ChannelKind::User {
+            return Err(Refusal::forbidden(
+                "AuthError",
+                "User channels need a signed-in connection, and sign-in is not supported yet",
+            ));
+        }
+        if spec.needs_auth() {
+            self.check_auth(name, s.auth.as_deref(), s.channel_data.as_deref())?;
+        }
+        let registry = &self.app.registry;
+        if spec.kind != ChannelKind::Presence {
+            registry.subscribe(name, self.socket_id.conn, &self.outbox);
+            self.subscriptions
+                .insert(name.to_string(), Held { user_id: None });
+            return Ok(());
+        }
+        if let Some(held) = self.subscriptions.get(name) {
+            // Already a member through this socket: confirm again, announce nothing.
+            let member = Member {
+                user_id: held.user_id.clone().unwrap_or_else(|| Arc::from("")),
+                info: None,
+            };
+            registry.subscribe_presence(
+                name,
+                self.socket_id.conn,
+                &self.outbox,
+                &member,
+                usize::MAX,
+            );
+            return Ok(());
+        }
+        let member = self.presence_member(s.channel_data.as_deref())?;
+        match registry.subscribe_presence(
+            name,
+            self.socket_id.conn,
+            &self.outbox,
+            &member,
+            self.app.config.max_presence_members,
+        ) {
+            PresenceJoin::Joined => {
+                self.subscriptions.insert(
+                    name.to_string(),
+                    Held {
+                        user_id: Some(member.user_id),
+                    },
+                );
+                Ok(())
+            }
+            PresenceJoin::Full { limit } => Err(Refusal::forbidden(
+                "LimitReached",
+                format!("The presence channel {name} already has the maximum of {limit} members"),
+            )),
+        }
+    }
+
+    fn check_auth(
+        &self,
+        channel: &str,
+        token: Option<&str>,
+        channel_data: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            Refusal::unauthorized(format!("Auth info required to subscribe to {channel}"))
+        })?;
+        let cfg = &self.app.config;
+        let sid = self.socket_id_text.as_str();
+        let ok = match channel_data {
+            Some(data) => auth::verify_token(
+                &cfg.key,
+                &cfg.secret,
+                token,
+                &[sid, ":", channel, ":", data],
+            ),
+            None => auth::verify_token(&cfg.key, &cfg.secret, token, &[sid, ":", channel]),
+        };
+        if ok {
+            Ok(())
+        } else {
+            let signed = match channel_data {
+                Some(d) => format!("{sid}:{channel}:{d}"),
+                None => format!("{sid}:{channel}"),
+            };
+            Err(Refusal::unauthorized(format!(
+                "Invalid signature: expected HMAC SHA256 hex digest of {signed} signed with the secret of app key {}",
+                cfg.key
+            )))
+        }
+    }
+
+    fn presence_member(&self, channel_data: Option<&str>) -> Result<Member, Refusal> {
+        let text = channel_data.ok_or_else(|| {
+            Refusal::bad_request("Presence channels need channel_data with a user_id")
+        })?;
+        let data: ChannelData<'_> = serde_json::from_str(text)
+            .map_err(|e| Refusal::bad_request(format!("channel_data is not a JSON object: {e}")))?;
+        let raw_id = data
+            .user_id
+            .ok_or_else(|| Refusal::bad_request("channel_data has no user_id"))?;
+        let user_id = normalise_user_id(raw_id).ok_or_else(|| {
+            Refusal::bad_request("user_id must be a non-empty string or a number")
+        })?;
+        if user_id.len() > MAX_USER_ID_LEN {
+            return Err(Refusal::bad_request(format!(
+                "user_id is longer than {MAX_USER_ID_LEN} characters"
+            )));
+        }
+        let info = match data.user_info {
+            None => None,
+            Some(raw) if raw.get() == "null" => None,
+            Some(raw) => {
+                let limit = self.app.config.max_presence_user_info_bytes;
+                if raw.get().len() > limit {
+                    return Err(Refusal::bad_request(format!(
+                        "user_info is {} bytes; the limit is {limit} bytes",
+                        raw.get().len()
+                    )));
+                }
+                Some(Arc::from(raw.to_owned()))
+            }
+        };
+        Ok(Member {
+            user_id: Arc::from(user_id),
+            info,
+        })
+    }
+
+    fn unsubscribe(&mut self, channel: &str) {
+        if self.subscriptions.remove(channel).is_some() {
+            self.app.registry.unsubscribe(channel, self.socket_id.conn);
+        }
+    }
+
+    fn client_event(&mut self, event: &str, channel: &str, data: &RawValue) {
+        let cfg = &self.app.config;
+        if !cfg.client_events {
+            return self.error(None, CLIENT_EVENTS_DISABLED);
+        }
+        if event.len() > MAX_EVENT_NAME_LEN {
+            return self.error(
+                None,
+                &format!("Client event rejected: the event name is longer than {MAX_EVENT_NAME_LEN} characters"),
+            );
+        }
+        let Ok(spec) = channel::classify(channel) else {
+            return self.error(
+                None,
+                &format!("Client event rejected: invalid channel name {channel:?}"),
+            );
+        };
+        if !spec.allows_client_events() {
+            return self.error(
+                None,
+                &format!("Client event rejected: client events are only allowed on private and presence channels, not on {channel}"),
+            );
+        }
+        let Some(held) = self.subscriptions.get(channel) else {
+            return self.error(
+                None,
+                &format!("Client event rejected: this connection is not subscribed to {channel}"),
+            );
+        };
+        if data.get().len() > cfg.max_event_payload_bytes {
+            return self.error(
+                None,
+                &format!(
+                    "Client event rejected: the data is larger than {} bytes",
+                    cfg.max_event_payload_bytes
+                ),
+            );
+        }
+        let user_id = held.user_id.clone();
+        if !self.rate.allow(cfg.client_events_per_second) {
+            return self.error(
+                Some(codes::CLIENT_EVENT_RATE_LIMIT),
+                &format!(
+                    "Client event rejected due to rate limit: at most {} per second",
+                    cfg.client_events_per_second
+                ),
+            );
+        }
+        let mut out = Event::new(event).channel(channel).raw(data);
+        if let Some(uid) = user_id.as_deref() {
+            out = out.user_id(uid);
+        }
+        let frame = out.to_frame();
+        self.app
+            .registry
+            .publish(channel, &frame, Some(self.socket_id.conn));
+    }
+
+    /// Leaves every channel; called once when the connection ends.
+    pub fn leave_all(&mut self) {
+        for (channel, _) in self.subscriptions.drain() {
+            self.app.registry.unsubscribe(&channel, self.socket_id.conn);
+        }
+    }
+}
+
+/// A presence `user_id` as the decimal or plain string every later message uses.
+fn normalise_user_id(raw: &RawValue) -> Option<String> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        let s: String = serde_json::from_str(text).ok()?;
+        (!s.is_empty()).then_some(s)
+    } else if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !text.is_empty() {
+        Some(text.to_string())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::outbox::Drained;
+    use crate::config::AppConfig;
+
+    fn session(config: AppConfig) -> (Session, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let app = Arc::new(App::new(config));
+        (
+            Session::new(app, SocketId { node: 1, conn: 2 }, outbox.clone()),
+            outbox,
+        )
+    }
+
+    async fn sent(o: &Outbox) -> Vec<serde_json::Value> {
+        match o.drained().await {
+            Drained::Frames(f) => f
+                .iter()
+                .map(|b| {
+                    let start = if b[1] == 126 { 4 } else { 2 };
+                    serde_json::from_slice(&b[start..]).unwrap_or_default()
+                })
+                .collect(),
+            Drained::Close(..) => panic!("closed"),
+        }
+    }
+
+    #[tokio::test]
+    async fn ping_gets_pong() {
+        let (mut s, o) = session(AppConfig::default());
+        s.handle_text(r#"{"event":"pusher:ping","data":{}}"#);
+        assert_eq!(sent(&o).await[0]["event"], "pusher:pong");
+    }
+
+    #[tokio::test]
+    async fn private_channel_needs_a_valid_signature() {
+        let (mut s, o) = session(AppConfig::default());
+        s.handle_text(
+            r#"{"event":"pusher:subscribe","data":{"auth":"app-key:00","channel":"private-a"}}"#,
+        );
+        let got = sent(&o).await;
+        assert_eq!(got[0]["event"], "pusher:subscription_error");
+        assert_eq!(got[0]["data"]["status"], 401);
+        let sig = auth::sign("app-secret", "1.2:private-a");
+        s.handle_text(&format!(
+            r#"{{"event":"pusher:subscribe","data":{{"auth":"app-key:{sig}","channel":"private-a"}}}}"#
+        ));
+        assert_eq!(
+            sent(&o).await[0]["event"],
+            "pusher_internal:subscription_succeeded"
+        );
+    }
+
+    #[tokio::test]
+    async fn numeric_user_ids_become_strings() {
+        let (mut s, o) = session(AppConfig::default());
+        let data = r#"{"user_id":10,"user_info":{"name":"Mr. Pusher"}}"#;
+        let sig = auth::sign("app-secret", &format!("1.2:presence-a:{data}"));
+        let msg = serde_json::json!({"event":"pusher:subscribe","data":{"auth":format!("app-key:{sig}"),"channel":"presence-a","channel_data":data}});
+        s.handle_text(&msg.to_string());
+        let got = sent(&o).await;
+        let inner: serde_json::Value =
+            serde_json::from_str(got[0]["data"].as_str().unwrap_or("")).unwrap_or_default();
+        assert_eq!(inner["presence"]["ids"][0], "10");
+        assert_eq!(inner["presence"]["hash"]["10"]["name"], "Mr. Pusher");
+    }
+
+    #[tokio::test]
+    async fn client_event_rules() {
+        let (mut s, o) = session(AppConfig {
+            client_events_per_second: 1,
+            ..AppConfig::default()
+        });
+        s.handle_text(r#"{"event":"client-a","channel":"public","data":{}}"#);
+        assert_eq!(sent(&o).await[0]["event"], "pusher:error");
+        s.handle_text(r#"{"event":"client-a","channel":"private-a","data":{}}"#);
+        let got = sent(&o).await;
+        assert!(
+            got[0]["data"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not subscribed")
+        );
+        let sig = auth::sign("app-secret", "1.2:private-a");
+        s.handle_text(&format!(
+            r#"{{"event":"pusher:subscribe","data":{{"auth":"app-key:{sig}","channel":"private-a"}}}}"#
+        ));
+        sent(&o).await;
+        s.handle_text(r#"{"event":"client-a","channel":"private-a","data":{}}"#);
+        s.handle_text(r#"{"event":"client-a","channel":"private-a","data":{}}"#);
+        let got = sent(&o).await;
+        assert_eq!(got.len(), 1, "sender never gets its own event: {got:?}");
+        assert_eq!(got[0]["data"]["code"], 4301);
+    }
+
+    #[test]
+    fn user_id_normalisation() {
+        let raw = |s: &str| RawValue::from_string(s.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(normalise_user_id(&raw("10")), Some("10".to_string()));
+        assert_eq!(normalise_user_id(&raw("\"abc\"")), Some("abc".to_string()));
+        assert_eq!(normalise_user_id(&raw("\"\"")), None);
+        assert_eq!(normalise_user_id(&raw("{}")), None);
+        assert_eq!(normalise_user_id(&raw("1.5")), None);
+    }
+}

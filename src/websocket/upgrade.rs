@@ -1,0 +1,217 @@
+//! Admission of WebSocket connections. Every refusal happens *after* the upgrade, as a
+//! `pusher:error` followed by a close frame with the same code: pusher-js stops retrying on
+//! 40xx codes, whereas an HTTP-level refusal would send it cycling through transports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::connection::{self, ConnectionSettings};
+use crate::apps::{AppStore, ConnectionSlot};
+use crate::protocol::{codes, encode, query};
+use crate::server::ServerContext;
+
+/// The verdict on an upgrade request.
+#[derive(Debug)]
+pub enum Admission {
+    Accept(ConnectionSlot),
+    Refuse { code: u16, message: String },
+}
+
+fn refuse(code: u16, message: impl Into<String>) -> Admission {
+    Admission::Refuse {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Decides whether a WebSocket may open: path, app, protocol version, origin, quota.
+pub fn admit<B>(req: &Request<B>, apps: &AppStore) -> Admission {
+    let path = req.uri().path();
+    let Some(key) = path.strip_prefix("/app/").map(|k| k.trim_end_matches('/')) else {
+        return refuse(codes::PATH_NOT_FOUND, format!("Path not found: {path}"));
+    };
+    if key.is_empty() || key.contains('/') {
+        return refuse(codes::PATH_NOT_FOUND, format!("Path not found: {path}"));
+    }
+    let Some(app) = apps.by_key(key) else {
+        return refuse(
+            codes::APP_DOES_NOT_EXIST,
+            format!("Application does not exist: no app has the key {key}"),
+        );
+    };
+    if !app.config.enabled {
+        return refuse(codes::APP_DISABLED, "Application disabled");
+    }
+    let params = query::parse(req.uri().query().unwrap_or(""));
+    match query::get(&params, "protocol") {
+        None => return refuse(codes::NO_PROTOCOL_VERSION, "No protocol version supplied"),
+        Some(v) => match v.parse::<u32>() {
+            Err(_) => {
+                return refuse(
+                    codes::INVALID_VERSION_FORMAT,
+                    format!("Invalid version string format: {v:?}"),
+                );
+            }
+            Ok(5..=7) => {}
+            Ok(n) => {
+                return refuse(
+                    codes::UNSUPPORTED_PROTOCOL,
+                    format!("Unsupported protocol version {n}; 5, 6 and 7 are supported"),
+                );
+            }
+        },
+    }
+    let origin = req
+        .headers()
+        .get(hyper::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if !origin_allowed(&app.config.allowed_origins, origin) {
+        return refuse(
+            codes::UNAUTHORIZED,
+            format!("Origin not allowed: {}", origin.unwrap_or("(none)")),
+        );
+    }
+    match app.try_connect() {
+        Some(slot) => Admission::Accept(slot),
+        None => refuse(
+            codes::OVER_CONNECTION_QUOTA,
+            "Application is over connection quota",
+        ),
+    }
+}
+
+/// Whether `origin` matches the app's list. An empty list or `*` allows everything;
+/// `https://a.example` matches exactly, `a.example` matches that host, `*.a.example` matches
+/// the domain and its subdomains. With a list configured, a missing Origin is refused.
+fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    if allowed.is_empty() || allowed.iter().any(|a| a == "*") {
+        return true;
+    }
+    let Some(origin) = origin else {
+        return false;
+    };
+    let origin = origin.to_ascii_lowercase();
+    let host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(&origin)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("");
+    allowed.iter().any(|entry| {
+        let entry = entry.to_ascii_lowercase();
+        if entry.contains("://") {
+            entry.trim_end_matches('/') == origin.trim_end_matches('/')
+        } else if let Some(domain) = entry.strip_prefix("*.") {
+            host == domain || host.ends_with(&format!(".{domain}"))
+        } else {
+            host == entry
+        }
+    })
+}
+
+/// Answers an upgrade request with 101 and starts the connection's tasks.
+pub fn upgrade(mut req: Request<Incoming>, ctx: &Arc<ServerContext>) -> Response<Full<Bytes>> {
+    let admission = admit(&req, &ctx.apps);
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(pair) => pair,
+        Err(e) => {
+            let mut r = Response::new(Full::new(Bytes::from(format!(
+                "WebSocket upgrade failed: {e}\n"
+            ))));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return r;
+        }
+    };
+    let ctx = ctx.clone();
+    let tracker = ctx.tracker.clone();
+    tokio::spawn(async move {
+        let _tracker = tracker;
+        let Ok(ws) = upgrade.await else {
+            return;
+        };
+        let upgraded = ws.into_inner().into_inner();
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::warn!("upgraded connection is not a TCP stream");
+            return;
+        };
+        let stream = parts.io.into_inner();
+        match admission {
+            Admission::Accept(slot) => {
+                let settings = ConnectionSettings {
+                    writer: ctx.writer_settings(),
+                    max_message_bytes: ctx.settings.max_message_bytes,
+                    outbox_limit_bytes: ctx.settings.outbox_limit_bytes,
+                };
+                let socket_id = ctx.socket_ids.next();
+                connection::run(
+                    stream,
+                    parts.read_buf,
+                    slot,
+                    socket_id,
+                    settings,
+                    ctx.shutdown.clone(),
+                )
+                .await;
+            }
+            Admission::Refuse { code, message } => send_refusal(stream, code, &message).await,
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// Writes `pusher:error` and a close frame, then waits briefly for the client's close.
+async fn send_refusal(mut stream: TcpStream, code: u16, message: &str) {
+    let mut out = encode::error_frame(Some(code), message).to_vec();
+    out.extend_from_slice(&encode::close_frame(code, message));
+    let wait = Duration::from_secs(2);
+    if tokio::time::timeout(wait, stream.write_all(&out))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout(wait, stream.shutdown()).await;
+    let mut sink = [0u8; 256];
+    let _ = tokio::time::timeout(wait, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn origins() {
+        assert!(origin_allowed(&[], None));
+        assert!(origin_allowed(&list(&["*"]), Some("https://x.y")));
+        let l = list(&["https://app.example", "*.example.org", "plain.example"]);
+        assert!(origin_allowed(&l, Some("https://app.example")));
+        assert!(!origin_allowed(&l, Some("http://app.example")));
+        assert!(origin_allowed(&l, Some("https://a.b.example.org")));
+        assert!(origin_allowed(&l, Some("https://example.org")));
+        assert!(!origin_allowed(&l, Some("https://badexample.org")));
+        assert!(origin_allowed(&l, Some("http://plain.example:8080")));
+        assert!(!origin_allowed(&l, Some("https://evil.example")));
+        assert!(!origin_allowed(&l, None));
+    }
+}
