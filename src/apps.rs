@@ -1,11 +1,11 @@
-//! The apps a server hosts: each app's settings, its channel registry and its live
-//! connection count, found by id (HTTP API) or by key (WebSocket URL).
+//! The apps a server hosts: each app's settings, its channel registry, its signed-in users
+//! and its live connection count, found by id (HTTP API) or by key (WebSocket URL).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::channels::Registry;
+use crate::channels::{Registry, Users};
 use crate::config::AppConfig;
 
 /// One app at run time.
@@ -13,6 +13,7 @@ use crate::config::AppConfig;
 pub struct App {
     pub config: AppConfig,
     pub registry: Registry,
+    pub users: Users,
     connections: AtomicUsize,
 }
 
@@ -25,8 +26,9 @@ pub struct ConnectionSlot {
 impl App {
     pub fn new(config: AppConfig) -> Self {
         App {
+            registry: Registry::new(config.subscription_count_events),
+            users: Users::default(),
             config,
-            registry: Registry::default(),
             connections: AtomicUsize::new(0),
         }
     }
@@ -93,6 +95,10 @@ impl AppStore {
 
     pub fn by_key(&self, key: &str) -> Option<&Arc<App>> {
         self.by_key.get(key)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.by_id.values()
     }
 }
 

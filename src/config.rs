@@ -62,6 +62,16 @@ pub struct AppConfig {
     /// Origins allowed to open WebSockets; empty or `*` allows every origin. Entries may be
     /// `*.example.com` to allow a domain and its subdomains.
     pub allowed_origins: Vec<String>,
+    /// "Authorized connections": a socket must sign in (or subscribe to a private or
+    /// presence channel) within `signin_timeout` or it is closed with 4009.
+    pub require_signin: bool,
+    pub signin_timeout: Duration,
+    /// Send `pusher_internal:subscription_count` to non-presence channels' subscribers.
+    pub subscription_count_events: bool,
+    /// Honour `watchlist` in sign-in `user_data` with online/offline events.
+    pub watchlist_events: bool,
+    /// How long a cache channel keeps its last event.
+    pub cache_ttl: Duration,
 }
 
 impl Default for ServerSettings {
@@ -95,6 +105,11 @@ impl Default for AppConfig {
             max_event_channels: 100,
             max_batch_events: 10,
             allowed_origins: Vec::new(),
+            require_signin: false,
+            signin_timeout: Duration::from_secs(30),
+            subscription_count_events: false,
+            watchlist_events: true,
+            cache_ttl: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -181,6 +196,11 @@ struct FileApp {
     max_event_channels: Option<usize>,
     max_batch_events: Option<usize>,
     allowed_origins: Option<Vec<String>>,
+    require_signin: Option<bool>,
+    signin_timeout_secs: Option<u64>,
+    subscription_count_events: Option<bool>,
+    watchlist_events: Option<bool>,
+    cache_ttl_secs: Option<u64>,
 }
 
 /// Overrides from the environment or the command line; `None` leaves the value as it was.
@@ -204,6 +224,11 @@ pub struct Overrides {
     pub app_max_presence_user_info_bytes: Option<usize>,
     pub app_max_event_payload_bytes: Option<usize>,
     pub app_allowed_origins: Option<Vec<String>>,
+    pub app_require_signin: Option<bool>,
+    pub app_signin_timeout_secs: Option<u64>,
+    pub app_subscription_count_events: Option<bool>,
+    pub app_watchlist_events: Option<bool>,
+    pub app_cache_ttl_secs: Option<u64>,
 }
 
 impl Config {
@@ -326,6 +351,21 @@ impl Config {
         if let Some(v) = &o.app_allowed_origins {
             app.allowed_origins = v.clone();
         }
+        if let Some(v) = o.app_require_signin {
+            app.require_signin = v;
+        }
+        if let Some(v) = o.app_signin_timeout_secs {
+            app.signin_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = o.app_subscription_count_events {
+            app.subscription_count_events = v;
+        }
+        if let Some(v) = o.app_watchlist_events {
+            app.watchlist_events = v;
+        }
+        if let Some(v) = o.app_cache_ttl_secs {
+            app.cache_ttl = Duration::from_secs(v);
+        }
     }
 
     /// Checks every value; the first problem found is returned, naming its setting.
@@ -412,6 +452,18 @@ impl Config {
             if app.max_presence_members == 0 {
                 return Err(invalid(field("max_presence_members"), "must be at least 1"));
             }
+            if app.require_signin && app.signin_timeout.is_zero() {
+                return Err(invalid(
+                    field("signin_timeout_secs"),
+                    "must be at least 1 second",
+                ));
+            }
+            if app.cache_ttl.is_zero() {
+                return Err(invalid(
+                    field("cache_ttl_secs"),
+                    "must be at least 1 second",
+                ));
+            }
             if !ids.insert(app.id.as_str()) {
                 return Err(invalid(
                     field("id"),
@@ -455,6 +507,19 @@ impl FileApp {
             max_event_channels: self.max_event_channels.unwrap_or(d.max_event_channels),
             max_batch_events: self.max_batch_events.unwrap_or(d.max_batch_events),
             allowed_origins: self.allowed_origins.unwrap_or(d.allowed_origins),
+            require_signin: self.require_signin.unwrap_or(d.require_signin),
+            signin_timeout: self
+                .signin_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.signin_timeout),
+            subscription_count_events: self
+                .subscription_count_events
+                .unwrap_or(d.subscription_count_events),
+            watchlist_events: self.watchlist_events.unwrap_or(d.watchlist_events),
+            cache_ttl: self
+                .cache_ttl_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.cache_ttl),
         }
     }
 }

@@ -69,6 +69,21 @@ struct Cli {
     /// Comma-separated origins allowed to connect to the first app (empty = all).
     #[arg(long, env = "CRIER_APP_ALLOWED_ORIGINS", value_delimiter = ',')]
     app_allowed_origins: Option<Vec<String>>,
+    /// Whether the first app closes connections that do not sign in in time (true/false).
+    #[arg(long, env = "CRIER_APP_REQUIRE_SIGNIN")]
+    app_require_signin: Option<bool>,
+    /// Seconds a connection of the first app has to sign in when sign-in is required.
+    #[arg(long, env = "CRIER_APP_SIGNIN_TIMEOUT")]
+    app_signin_timeout: Option<u64>,
+    /// Whether the first app sends subscription counts to subscribers (true/false).
+    #[arg(long, env = "CRIER_APP_SUBSCRIPTION_COUNT_EVENTS")]
+    app_subscription_count_events: Option<bool>,
+    /// Whether the first app sends watchlist online/offline events (true/false).
+    #[arg(long, env = "CRIER_APP_WATCHLIST_EVENTS")]
+    app_watchlist_events: Option<bool>,
+    /// Seconds a cache channel of the first app keeps its last event.
+    #[arg(long, env = "CRIER_APP_CACHE_TTL")]
+    app_cache_ttl: Option<u64>,
 }
 
 impl Cli {
@@ -92,6 +107,11 @@ impl Cli {
             app_max_presence_user_info_bytes: self.app_max_presence_user_info_bytes,
             app_max_event_payload_bytes: self.app_max_event_payload_bytes,
             app_allowed_origins: self.app_allowed_origins.clone(),
+            app_require_signin: self.app_require_signin,
+            app_signin_timeout_secs: self.app_signin_timeout,
+            app_subscription_count_events: self.app_subscription_count_events,
+            app_watchlist_events: self.app_watchlist_events,
+            app_cache_ttl_secs: self.app_cache_ttl,
         }
     }
 }

@@ -21,7 +21,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::apps::AppStore;
+use crate::apps::{App, AppStore};
+use crate::channels::registry::COUNT_INTERVAL;
 use crate::config::{Config, ServerSettings};
 use crate::http_api;
 use crate::protocol::socket_id::SocketIds;
@@ -65,6 +66,14 @@ pub async fn serve(
         tracker,
     });
 
+    for app in ctx
+        .apps
+        .all()
+        .filter(|a| a.config.subscription_count_events)
+    {
+        tokio::spawn(flush_subscription_counts(app.clone(), ctx.shutdown.clone()));
+    }
+
     tokio::pin!(shutdown);
     let mut accept_backoff = Duration::from_millis(5);
     loop {
@@ -90,6 +99,17 @@ pub async fn serve(
     drop(ctx);
     let _ = tokio::time::timeout(grace, all_done.recv()).await;
     Ok(())
+}
+
+/// Sends the subscription counts the registry held back to respect the once-a-second pace.
+async fn flush_subscription_counts(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(COUNT_INTERVAL / 4);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => app.registry.flush_counts(),
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ServerContext>) {

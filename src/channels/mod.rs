@@ -5,7 +5,9 @@
 pub mod outbox;
 pub mod presence;
 pub mod registry;
+pub mod users;
 
 pub use outbox::{CloseRequest, Outbox};
 pub use presence::Member;
-pub use registry::{ChannelStats, PresenceJoin, Registry};
+pub use registry::{CacheInfo, ChannelStats, PresenceJoin, Registry};
+pub use users::Users;

@@ -36,6 +36,9 @@ struct Queue {
 pub struct Outbox {
     queue: Mutex<Queue>,
     wake: Notify,
+    /// Wakes the session's reader when a close is requested, so it leaves its channels at
+    /// once instead of when the writer has finished flushing to a possibly stalled peer.
+    closing: Notify,
     limit: usize,
     /// Set by the session's reader on every frame received; the keep-alive reads and clears
     /// it. It lives here so a session shares one allocation between its reader and writer.
@@ -54,6 +57,7 @@ impl Outbox {
         Outbox {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
+            closing: Notify::new(),
             limit,
             activity: AtomicBool::new(false),
         }
@@ -77,6 +81,7 @@ impl Outbox {
             });
             drop(q);
             self.wake.notify_one();
+            self.closing.notify_one();
             return false;
         }
         q.bytes += frame.len();
@@ -95,6 +100,14 @@ impl Outbox {
         }
         drop(q);
         self.wake.notify_one();
+        self.closing.notify_one();
+    }
+
+    /// Resolves once a close has been requested.
+    pub async fn closing(&self) {
+        while !self.is_closing() {
+            self.closing.notified().await;
+        }
     }
 
     pub fn is_closing(&self) -> bool {

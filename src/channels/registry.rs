@@ -7,17 +7,23 @@
 //! subscriber's outbox (a bounded, non-blocking queue) and returns.
 //!
 //! Membership changes take the shard's write lock, and the frames they cause (the
-//! subscriber's `subscription_succeeded`, `member_added` to the others) are pushed under that
-//! same lock, so every subscriber sees a channel's events in one order, and a new subscriber
-//! sees its `subscription_succeeded` before any event published after it joined.
+//! subscriber's `subscription_succeeded` and cached event, `member_added` to the others,
+//! subscription counts) are pushed under that same lock, so every subscriber sees a
+//! channel's events in one order, and a new subscriber sees its `subscription_succeeded`
+//! (then the cached event) before any event published after it joined.
 //! Subscribe and unsubscribe are O(1): no scan of the channel's subscribers.
+//!
+//! Cache channels keep their last HTTP API event in the channel's entry, which therefore
+//! outlives its subscribers until the cached event expires; expired, empty entries are swept
+//! from a shard as new cache entries are added to it.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::outbox::Outbox;
 use super::presence::{self, Member, Members};
@@ -25,6 +31,10 @@ use crate::protocol::encode::Event;
 use crate::protocol::socket_id::ConnId;
 
 const SHARDS: usize = 32;
+/// Subscription counts go out at most this often per channel.
+pub const COUNT_INTERVAL: Duration = Duration::from_secs(1);
+/// A shard is swept of expired cache-only entries whenever its size reaches a multiple of this.
+const SWEEP_EVERY: usize = 256;
 
 #[derive(Debug)]
 struct Subscriber {
@@ -33,10 +43,21 @@ struct Subscriber {
     user_id: Option<Arc<str>>,
 }
 
+/// The last event published to a cache channel.
+#[derive(Debug)]
+struct Cached {
+    frame: Bytes,
+    data: Arc<str>,
+    expires: Instant,
+}
+
 #[derive(Debug, Default)]
 struct Channel {
     subscribers: HashMap<ConnId, Subscriber>,
     members: Option<Members>,
+    cache: Option<Cached>,
+    count_sent: Option<Instant>,
+    count_pending: bool,
 }
 
 type Shard = HashMap<Arc<str>, Channel>;
@@ -56,41 +77,70 @@ pub enum PresenceJoin {
     Full { limit: usize },
 }
 
+/// A cache channel's stored event, for `info=cache`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheInfo {
+    pub data: Arc<str>,
+    pub ttl: Duration,
+}
+
 #[derive(Debug)]
 pub struct Registry {
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
+    subscription_counts: bool,
+    /// Channels whose count changed within `COUNT_INTERVAL` of the last one sent.
+    pending_counts: Mutex<Vec<Arc<str>>>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
-        }
+        Registry::new(false)
     }
 }
 
 impl Registry {
+    /// `subscription_counts`: send `pusher_internal:subscription_count` on non-presence
+    /// channels when their subscriber count changes.
+    pub fn new(subscription_counts: bool) -> Self {
+        Registry {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            subscription_counts,
+            pending_counts: Mutex::new(Vec::new()),
+        }
+    }
+
     fn shard(&self, channel: &str) -> &RwLock<Shard> {
         let i = (self.hasher.hash_one(channel) as usize) % self.shards.len();
         &self.shards[i]
     }
 
-    /// Adds `conn` to a non-presence channel and queues its `subscription_succeeded`.
-    /// Subscribing again is harmless: the confirmation is simply sent again.
-    pub fn subscribe(&self, channel: &str, conn: ConnId, outbox: &Arc<Outbox>) {
+    /// Adds `conn` to a non-presence channel and queues its `subscription_succeeded`, then,
+    /// on a cache channel, the cached event or `pusher:cache_miss`. Subscribing again is
+    /// harmless: the confirmation is simply sent again.
+    pub fn subscribe(&self, channel: &str, conn: ConnId, outbox: &Arc<Outbox>, cache: bool) {
         let frame = Event::new("pusher_internal:subscription_succeeded")
             .channel(channel)
             .text("{}")
             .to_frame();
         let mut shard = self.shard(channel).write();
         let ch = shard.entry(Arc::from(channel)).or_default();
-        ch.subscribers.entry(conn).or_insert_with(|| Subscriber {
-            outbox: outbox.clone(),
-            user_id: None,
+        let mut added = false;
+        ch.subscribers.entry(conn).or_insert_with(|| {
+            added = true;
+            Subscriber {
+                outbox: outbox.clone(),
+                user_id: None,
+            }
         });
         outbox.push(frame);
+        if cache {
+            send_cached(ch, channel, outbox);
+        }
+        if added && self.subscription_counts {
+            self.count_changed(ch, channel);
+        }
     }
 
     /// Adds `conn` to a presence channel as `member`. A user's first socket announces
@@ -103,14 +153,14 @@ impl Registry {
         outbox: &Arc<Outbox>,
         member: &Member,
         max_members: usize,
+        cache: bool,
     ) -> PresenceJoin {
         let mut shard = self.shard(channel).write();
         let ch = shard.entry(Arc::from(channel)).or_default();
         let members = ch.members.get_or_insert_with(Members::default);
-        let already = ch.subscribers.contains_key(&conn);
-        if !already {
+        if !ch.subscribers.contains_key(&conn) {
             if !members.contains(&member.user_id) && members.count() >= max_members {
-                if ch.subscribers.is_empty() {
+                if ch.subscribers.is_empty() && ch.cache.is_none() {
                     shard.remove(channel);
                 }
                 return PresenceJoin::Full { limit: max_members };
@@ -143,6 +193,9 @@ impl Registry {
             .text(&snapshot)
             .to_frame();
         outbox.push(frame);
+        if cache {
+            send_cached(ch, channel, outbox);
+        }
         PresenceJoin::Joined
     }
 
@@ -169,7 +222,11 @@ impl Registry {
             }
         }
         if ch.subscribers.is_empty() {
-            shard.remove(channel);
+            if !ch.cache.as_ref().is_some_and(Cached::fresh) {
+                shard.remove(channel);
+            }
+        } else if self.subscription_counts {
+            self.count_changed(ch, channel);
         }
     }
 
@@ -179,19 +236,52 @@ impl Registry {
         let Some(ch) = shard.get(channel) else {
             return 0;
         };
-        let mut sent = 0;
-        for (conn, sub) in &ch.subscribers {
-            if Some(*conn) != except && sub.outbox.push(frame.clone()) {
-                sent += 1;
-            }
+        push_all(ch, frame, except)
+    }
+
+    /// Publishes to a cache channel and keeps the event for `ttl`.
+    pub fn publish_cached(
+        &self,
+        channel: &str,
+        frame: &Bytes,
+        data: &str,
+        ttl: Duration,
+        except: Option<ConnId>,
+    ) -> usize {
+        let mut shard = self.shard(channel).write();
+        let is_new = !shard.contains_key(channel);
+        let ch = shard.entry(Arc::from(channel)).or_default();
+        ch.cache = Some(Cached {
+            frame: frame.clone(),
+            data: Arc::from(data),
+            expires: Instant::now() + ttl,
+        });
+        let sent = push_all(ch, frame, except);
+        if is_new && shard.len().is_multiple_of(SWEEP_EVERY) {
+            shard.retain(|_, ch| {
+                !ch.subscribers.is_empty() || ch.cache.as_ref().is_some_and(Cached::fresh)
+            });
         }
         sent
+    }
+
+    /// The cached event of a cache channel, if one is stored and fresh.
+    pub fn cache(&self, channel: &str) -> Option<CacheInfo> {
+        let shard = self.shard(channel).read();
+        let cached = shard.get(channel)?.cache.as_ref().filter(|c| c.fresh())?;
+        Some(CacheInfo {
+            data: cached.data.clone(),
+            ttl: cached.expires.saturating_duration_since(Instant::now()),
+        })
     }
 
     /// Counts for an occupied channel; `None` when nobody is subscribed.
     pub fn stats(&self, channel: &str) -> Option<ChannelStats> {
         let shard = self.shard(channel).read();
-        shard.get(channel).map(Channel::stats)
+        shard
+            .get(channel)
+            .filter(|ch| !ch.subscribers.is_empty())
+            .map(Channel::stats)
     }
 
     /// Every occupied channel whose name starts with `prefix`.
@@ -202,7 +292,7 @@ impl Registry {
             out.extend(
                 shard
                     .iter()
-                    .filter(|(name, _)| name.starts_with(prefix))
+                    .filter(|(name, ch)| !ch.subscribers.is_empty() && name.starts_with(prefix))
                     .map(|(name, ch)| (name.to_string(), ch.stats())),
             );
         }
@@ -217,6 +307,80 @@ impl Registry {
             .and_then(|ch| ch.members.as_ref())
             .map(Members::user_ids)
             .unwrap_or_default()
+    }
+
+    /// Sends the count now if the channel's last one is old enough, else marks it pending
+    /// for [`Registry::flush_counts`]. Presence channels never get counts.
+    fn count_changed(&self, ch: &mut Channel, name: &str) {
+        if ch.members.is_some() {
+            return;
+        }
+        let due = ch.count_sent.is_none_or(|t| t.elapsed() >= COUNT_INTERVAL);
+        if due {
+            send_count(ch, name);
+        } else if !ch.count_pending {
+            ch.count_pending = true;
+            self.pending_counts.lock().push(Arc::from(name));
+        }
+    }
+
+    /// Sends the counts that were held back; called periodically (several times a second).
+    pub fn flush_counts(&self) {
+        let pending = std::mem::take(&mut *self.pending_counts.lock());
+        let mut again = Vec::new();
+        for name in pending {
+            let mut shard = self.shard(&name).write();
+            let Some(ch) = shard.get_mut(&*name) else {
+                continue;
+            };
+            if !ch.count_pending {
+                continue;
+            }
+            if ch.count_sent.is_none_or(|t| t.elapsed() >= COUNT_INTERVAL) {
+                ch.count_pending = false;
+                if !ch.subscribers.is_empty() {
+                    send_count(ch, &name);
+                }
+            } else {
+                again.push(name.clone());
+            }
+        }
+        if !again.is_empty() {
+            self.pending_counts.lock().extend(again);
+        }
+    }
+}
+
+fn push_all(ch: &Channel, frame: &Bytes, except: Option<ConnId>) -> usize {
+    let mut sent = 0;
+    for (conn, sub) in &ch.subscribers {
+        if Some(*conn) != except && sub.outbox.push(frame.clone()) {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+fn send_cached(ch: &Channel, channel: &str, outbox: &Outbox) {
+    match ch.cache.as_ref().filter(|c| c.fresh()) {
+        Some(cached) => outbox.push(cached.frame.clone()),
+        None => outbox.push(Event::new("pusher:cache_miss").channel(channel).to_frame()),
+    };
+}
+
+fn send_count(ch: &mut Channel, channel: &str) {
+    ch.count_sent = Some(Instant::now());
+    let data = format!("{{\"subscription_count\":{}}}", ch.subscribers.len());
+    let frame = Event::new("pusher_internal:subscription_count")
+        .channel(channel)
+        .text(&data)
+        .to_frame();
+    push_all(ch, &frame, None);
+}
+
+impl Cached {
+    fn fresh(&self) -> bool {
+        Instant::now() < self.expires
     }
 }
 
@@ -259,8 +423,8 @@ mod tests {
     async fn publish_skips_the_excluded_connection() {
         let r = Registry::default();
         let (a, b) = (outbox(), outbox());
-        r.subscribe("c", 1, &a);
-        r.subscribe("c", 2, &b);
+        r.subscribe("c", 1, &a, false);
+        r.subscribe("c", 2, &b, false);
         texts(&a).await;
         texts(&b).await;
         let frame = Event::new("e").channel("c").text("x").to_frame();
@@ -275,13 +439,13 @@ mod tests {
         let r = Registry::default();
         let (a, b1, b2) = (outbox(), outbox(), outbox());
         assert_eq!(
-            r.subscribe_presence("presence-x", 1, &a, &member("a"), 10),
+            r.subscribe_presence("presence-x", 1, &a, &member("a"), 10, false),
             PresenceJoin::Joined
         );
         texts(&a).await;
-        r.subscribe_presence("presence-x", 2, &b1, &member("b"), 10);
+        r.subscribe_presence("presence-x", 2, &b1, &member("b"), 10, false);
         assert_eq!(texts(&a).await.len(), 1, "member_added for b");
-        r.subscribe_presence("presence-x", 3, &b2, &member("b"), 10);
+        r.subscribe_presence("presence-x", 3, &b2, &member("b"), 10, false);
         assert_eq!(
             r.stats("presence-x"),
             Some(ChannelStats {
@@ -302,13 +466,13 @@ mod tests {
     async fn full_presence_channel_admits_existing_members_only() {
         let r = Registry::default();
         let (a, a2, b) = (outbox(), outbox(), outbox());
-        r.subscribe_presence("presence-x", 1, &a, &member("a"), 1);
+        r.subscribe_presence("presence-x", 1, &a, &member("a"), 1, false);
         assert_eq!(
-            r.subscribe_presence("presence-x", 2, &b, &member("b"), 1),
+            r.subscribe_presence("presence-x", 2, &b, &member("b"), 1, false),
             PresenceJoin::Full { limit: 1 }
         );
         assert_eq!(
-            r.subscribe_presence("presence-x", 3, &a2, &member("a"), 1),
+            r.subscribe_presence("presence-x", 3, &a2, &member("a"), 1, false),
             PresenceJoin::Joined
         );
     }
@@ -317,10 +481,54 @@ mod tests {
     fn channels_filters_by_prefix() {
         let r = Registry::default();
         let o = outbox();
-        r.subscribe("a-1", 1, &o);
-        r.subscribe("b-1", 1, &o);
+        r.subscribe("a-1", 1, &o, false);
+        r.subscribe("b-1", 1, &o, false);
         let names: Vec<String> = r.channels("a-").into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, vec!["a-1".to_string()]);
         assert_eq!(r.channels("").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn cache_channel_hands_the_last_event_to_new_subscribers() {
+        let r = Registry::default();
+        let a = outbox();
+        r.subscribe("cache-x", 1, &a, true);
+        let got = texts(&a).await;
+        assert!(got[1].contains("pusher:cache_miss"), "{got:?}");
+        let frame = Event::new("e").channel("cache-x").text("v1").to_frame();
+        r.publish_cached("cache-x", &frame, "v1", Duration::from_secs(60), None);
+        r.unsubscribe("cache-x", 1);
+        assert_eq!(
+            r.stats("cache-x"),
+            None,
+            "a cache entry alone is not occupancy"
+        );
+        let b = outbox();
+        r.subscribe("cache-x", 2, &b, true);
+        let got = texts(&b).await;
+        assert_eq!(got.len(), 2);
+        assert!(got[1].contains("\"data\":\"v1\""), "{got:?}");
+        assert_eq!(
+            r.cache("cache-x").map(|c| c.data.to_string()),
+            Some("v1".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn subscription_counts_are_coalesced() {
+        let r = Registry::new(true);
+        let (a, b, c) = (outbox(), outbox(), outbox());
+        r.subscribe("ch", 1, &a, false);
+        let got = texts(&a).await;
+        assert!(got[1].contains("{\\\"subscription_count\\\":1}"), "{got:?}");
+        r.subscribe("ch", 2, &b, false);
+        r.subscribe("ch", 3, &c, false);
+        let early = tokio::time::timeout(Duration::from_millis(50), a.drained()).await;
+        assert!(early.is_err(), "no second count within a second");
+        tokio::time::sleep(COUNT_INTERVAL).await;
+        r.flush_counts();
+        let got = texts(&a).await;
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("{\\\"subscription_count\\\":3}"), "{got:?}");
     }
 }

@@ -72,6 +72,19 @@ pub fn info(req: &VerifiedRequest, name: &str) -> Result<String, ApiError> {
                     stats.map(|s| s.subscriptions).unwrap_or(0).into(),
                 );
             }
+            "cache" => {
+                if !spec.cache {
+                    return Err(ApiError::BadRequest(
+                        "info=cache is only available for cache channels".into(),
+                    ));
+                }
+                let cache = req
+                    .app
+                    .registry
+                    .cache(name)
+                    .map(|c| json!({ "data": &*c.data, "ttl": c.ttl.as_secs() }));
+                out.insert("cache".into(), cache.unwrap_or(Value::Null));
+            }
             _ => {}
         }
     }

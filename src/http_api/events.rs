@@ -213,7 +213,25 @@ fn publish(app: &App, event: &Prepared) {
             .channel(ch)
             .text(&event.data)
             .to_frame();
-        app.registry.publish(ch, &frame, event.except);
+        let spec = channel::classify(ch);
+        match spec {
+            Ok(spec) if spec.kind == ChannelKind::User => {
+                let user = ch.strip_prefix(channel::USER_CHANNEL_PREFIX).unwrap_or("");
+                app.users.send(user, &frame, event.except);
+            }
+            Ok(spec) if spec.cache => {
+                app.registry.publish_cached(
+                    ch,
+                    &frame,
+                    &event.data,
+                    app.config.cache_ttl,
+                    event.except,
+                );
+            }
+            _ => {
+                app.registry.publish(ch, &frame, event.except);
+            }
+        }
     }
 }
 

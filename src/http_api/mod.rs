@@ -6,6 +6,7 @@ pub mod auth;
 pub mod channels;
 pub mod error;
 pub mod events;
+pub mod users;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -14,6 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
 use crate::apps::AppStore;
+use crate::protocol::query;
 use crate::protocol::socket_id::SocketIds;
 use error::{ApiError, json_response};
 
@@ -26,6 +28,7 @@ enum Route {
     Channels,
     Channel(String),
     Users(String),
+    Terminate(String),
 }
 
 pub async fn handle(
@@ -49,22 +52,36 @@ async fn dispatch(
         return Ok("{\"ok\":true}".to_string());
     }
     let not_found = || ApiError::NotFound(format!("Not found: {path}"));
-    let rest = path.strip_prefix("/apps/").ok_or_else(not_found)?;
-    let segments: Vec<&str> = rest.split('/').collect();
-    let (app_id, tail) = segments.split_first().ok_or_else(not_found)?;
     let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (app, tail): (_, &[&str]) = match segments.as_slice() {
+        ["apps", app_id, tail @ ..] => {
+            let app = apps
+                .by_id(app_id)
+                .ok_or_else(|| ApiError::NotFound(format!("No app with id {app_id:?}")))?;
+            (app.clone(), tail)
+        }
+        // The Python SDK calls terminate without `/apps/{id}`; the app is then the one
+        // whose key signed the request.
+        tail @ ["users", _, "terminate_connections"] => {
+            let params = query::parse(req.uri().query().unwrap_or(""));
+            let key = query::get(&params, "auth_key").unwrap_or("");
+            let app = apps
+                .by_key(key)
+                .ok_or_else(|| ApiError::Unauthorized(format!("Unknown auth_key {key:?}")))?;
+            (app.clone(), tail)
+        }
+        _ => return Err(not_found()),
+    };
     let (route, method) = match tail {
         ["events"] => (Route::Trigger, Method::POST),
         ["batch_events"] => (Route::Batch, Method::POST),
         ["channels"] => (Route::Channels, Method::GET),
         ["channels", name] => (Route::Channel(decode(name)), Method::GET),
         ["channels", name, "users"] => (Route::Users(decode(name)), Method::GET),
+        ["users", user, "terminate_connections"] => (Route::Terminate(decode(user)), Method::POST),
         _ => return Err(not_found()),
     };
-    let app = apps
-        .by_id(app_id)
-        .ok_or_else(|| ApiError::NotFound(format!("No app with id {app_id:?}")))?
-        .clone();
     if req.method() != method {
         return Err(ApiError::MethodNotAllowed(format!(
             "{} is not allowed on {path}; use {method}",
@@ -101,5 +118,6 @@ async fn dispatch(
         Route::Channels => channels::list(&verified),
         Route::Channel(name) => channels::info(&verified, &name),
         Route::Users(name) => channels::users(&verified, &name),
+        Route::Terminate(user) => Ok(users::terminate(&verified, &user)),
     }
 }

@@ -27,6 +27,9 @@ pub const PONG_NOT_RECEIVED: u16 = 4201;
 /// Client event rejected by the per-connection rate limit. Sent only inside `pusher:error`,
 /// never as a close code (pusher-js would treat a 43xx close as "refused").
 pub const CLIENT_EVENT_RATE_LIMIT: u16 = 4301;
+/// Watchlist longer than the limit; only the first ids are watched. `pusher:error` only,
+/// sent after `pusher:signin_success`.
+pub const WATCHLIST_LIMIT: u16 = 4302;
 
 /// WebSocket close code: the message was larger than the server accepts (RFC 6455).
 /// pusher-js has no special action for it and reconnects after 1 s.

@@ -2,20 +2,19 @@
 //! frames and hands complete messages to the [`Session`]; a second task (the writer) owns
 //! the socket's write half and drains the outbox. Publishers only ever see the outbox.
 //!
-//! Reading uses fastwebsockets' frame parser with automatic pong and close replies turned
-//! off: control frames are answered through the outbox so that every byte written to the
-//! socket comes from one place, in order. Fragments are reassembled here, under the same
-//! size limit as whole messages.
+//! Frames are read by [`FrameReader`], which holds no buffer while the socket is idle.
+//! Control frames are answered through the outbox so that every byte written to the socket
+//! comes from one place, in order. Fragments are reassembled here, under the same size limit
+//! as whole messages.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{OpCode, Role, WebSocketError};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::frame_reader::{FrameError, FrameReader, OpCode};
 use super::session::Session;
 use super::writer::{self, WriterSettings};
 use crate::apps::ConnectionSlot;
@@ -41,7 +40,7 @@ pub async fn run(
     settings: ConnectionSettings,
     shutdown: watch::Receiver<bool>,
 ) {
-    let (read_half, write_half) = stream.into_split();
+    let (mut read_half, write_half) = stream.into_split();
     let outbox = Arc::new(Outbox::new(settings.outbox_limit_bytes));
     let mut session = Session::new(slot.app().clone(), socket_id, outbox.clone());
     session.greet(settings.writer.activity_timeout);
@@ -53,25 +52,38 @@ pub async fn run(
         shutdown,
     ));
 
-    let reader = std::io::Cursor::new(early_bytes).chain(read_half);
-    let (mut ws, _) =
-        fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
-    ws.set_auto_close(false);
-    ws.set_auto_pong(false);
-    ws.set_max_message_size(settings.max_message_bytes);
+    let mut reader = FrameReader::new(early_bytes, settings.max_message_bytes);
 
     let mut message: Option<(OpCode, Vec<u8>)> = None;
-    let mut send = no_obligated_send;
+    // "Authorized connections": without a sign-in (or a private or presence subscription)
+    // by this deadline the connection is closed with 4009.
+    let app = slot.app().clone();
+    let signin_deadline = tokio::time::Instant::now() + app.config.signin_timeout;
+    let mut must_authorize = app.config.require_signin;
+
     let ended_by_writer = loop {
         let frame = tokio::select! {
             biased;
             _ = &mut writer => break true,
-            frame = ws.read_frame(&mut send) => frame,
+            _ = outbox.closing() => break false,
+            _ = tokio::time::sleep_until(signin_deadline), if must_authorize => {
+                if session.is_authorized() {
+                    must_authorize = false;
+                    continue;
+                }
+                outbox.close(CloseRequest {
+                    code: Some(codes::UNAUTHORIZED),
+                    reason: "Connection not authorized within timeout: sign in first".to_string(),
+                    announce: true,
+                });
+                break false;
+            }
+            frame = reader.next(&mut read_half) => frame,
         };
         let frame = match frame {
             Ok(frame) => frame,
             Err(e) => {
-                close_for_error(&outbox, &e, settings.max_message_bytes);
+                close_for_error(&outbox, e, settings.max_message_bytes);
                 break false;
             }
         };
@@ -161,23 +173,15 @@ fn too_big(outbox: &Outbox, limit: usize) {
     });
 }
 
-fn close_for_error(outbox: &Outbox, error: &WebSocketError, limit: usize) {
+fn close_for_error(outbox: &Outbox, error: FrameError, limit: usize) {
     let (code, reason) = match error {
-        WebSocketError::FrameTooLarge => return too_big(outbox, limit),
-        WebSocketError::InvalidUTF8 => (Some(codes::INVALID_PAYLOAD), "Message is not valid UTF-8"),
-        WebSocketError::IoError(_)
-        | WebSocketError::UnexpectedEOF
-        | WebSocketError::ConnectionClosed => (None, "Connection lost"),
-        _ => (Some(codes::PROTOCOL_ERROR), "WebSocket protocol error"),
+        FrameError::TooLarge => return too_big(outbox, limit),
+        FrameError::Closed => (None, "Connection lost"),
+        FrameError::Protocol(reason) => (Some(codes::PROTOCOL_ERROR), reason),
     };
     outbox.close(CloseRequest {
         code,
         reason: reason.to_string(),
         announce: false,
     });
-}
-
-/// Control frames are answered through the outbox, so fastwebsockets never needs to send.
-async fn no_obligated_send(_frame: fastwebsockets::Frame<'_>) -> Result<(), std::io::Error> {
-    Ok(())
 }

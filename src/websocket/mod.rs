@@ -2,6 +2,7 @@
 //! and the session that gives client messages their meaning. Never imports `http_api`.
 
 pub mod connection;
+pub mod frame_reader;
 pub mod session;
 pub mod upgrade;
 pub mod writer;

@@ -49,6 +49,28 @@ impl RateWindow {
     }
 }
 
+/// The user this socket signed in as (`pusher:signin`).
+#[derive(Debug)]
+struct SignedIn {
+    id: Arc<str>,
+    info: Option<Arc<RawValue>>,
+    watchlist: Vec<Arc<str>>,
+}
+
+/// `user_data` of a sign-in.
+#[derive(Deserialize)]
+struct UserData<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user_info: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    watchlist: Option<Vec<&'a RawValue>>,
+}
+
+/// Most users a sign-in may watch; the rest of a longer list is ignored (and reported).
+pub const MAX_WATCHLIST: usize = 100;
+
 /// A subscription held by this socket; presence ones remember the user they joined as.
 #[derive(Debug)]
 struct Held {
@@ -62,6 +84,10 @@ pub struct Session {
     outbox: Arc<Outbox>,
     subscriptions: HashMap<String, Held>,
     rate: RateWindow,
+    user: Option<SignedIn>,
+    /// Signed in, or subscribed to a private or presence channel: what an app that requires
+    /// sign-in ("authorized connections") waits for.
+    authorized: bool,
 }
 
 /// `channel_data` of a presence subscription.
@@ -116,7 +142,14 @@ impl Session {
                 started: Instant::now(),
                 count: 0,
             },
+            user: None,
+            authorized: false,
         }
+    }
+
+    /// Whether the connection has signed in or joined a private or presence channel.
+    pub fn is_authorized(&self) -> bool {
+        self.authorized
     }
 
     /// Queues `pusher:connection_established`.
@@ -148,10 +181,11 @@ impl Session {
             Ok(ClientMessage::Pong) => {}
             Ok(ClientMessage::Subscribe(s)) => self.subscribe(s),
             Ok(ClientMessage::Unsubscribe { channel }) => self.unsubscribe(&channel),
-            Ok(ClientMessage::Signin { .. }) => self.error(
-                Some(codes::UNAUTHORIZED),
-                "User sign-in is not supported by this server yet",
-            ),
+            Ok(ClientMessage::Signin { auth, user_data }) => {
+                if let Err(message) = self.signin(&auth, &user_data) {
+                    self.error(Some(codes::UNAUTHORIZED), &message);
+                }
+            }
             Ok(ClientMessage::ClientEvent {
                 event,
                 channel,
@@ -176,19 +210,18 @@ impl Session {
         let name = s.channel.as_str();
         let spec = channel::classify(name).map_err(|e| Refusal::bad_request(e.to_string()))?;
         if spec.kind == ChannelKind::User {
-            return Err(Refusal::forbidden(
-                "AuthError",
-                "User channels need a signed-in connection, and sign-in is not supported yet",
-            ));
+            return self.subscribe_user_channel(name);
         }
         if spec.needs_auth() {
             self.check_auth(name, s.auth.as_deref(), s.channel_data.as_deref())?;
         }
         let registry = &self.app.registry;
+        let conn = self.socket_id.conn;
         if spec.kind != ChannelKind::Presence {
-            registry.subscribe(name, self.socket_id.conn, &self.outbox);
+            registry.subscribe(name, conn, &self.outbox, spec.cache);
             self.subscriptions
                 .insert(name.to_string(), Held { user_id: None });
+            self.authorized |= spec.needs_auth();
             return Ok(());
         }
         if let Some(held) = self.subscriptions.get(name) {
@@ -197,24 +230,27 @@ impl Session {
                 user_id: held.user_id.clone().unwrap_or_else(|| Arc::from("")),
                 info: None,
             };
-            registry.subscribe_presence(
-                name,
-                self.socket_id.conn,
-                &self.outbox,
-                &member,
-                usize::MAX,
-            );
+            registry.subscribe_presence(name, conn, &self.outbox, &member, usize::MAX, spec.cache);
             return Ok(());
         }
-        let member = self.presence_member(s.channel_data.as_deref())?;
+        let member = match (s.channel_data.as_deref(), &self.user) {
+            // Authorised by sign-in alone: the member is the signed-in user.
+            (None, Some(user)) => Member {
+                user_id: user.id.clone(),
+                info: user.info.clone(),
+            },
+            (data, _) => self.presence_member(data)?,
+        };
         match registry.subscribe_presence(
             name,
             self.socket_id.conn,
             &self.outbox,
             &member,
             self.app.config.max_presence_members,
+            spec.cache,
         ) {
             PresenceJoin::Joined => {
+                self.authorized = true;
                 self.subscriptions.insert(
                     name.to_string(),
                     Held {
@@ -266,8 +302,13 @@ impl Session {
 
     fn presence_member(&self, channel_data: Option<&str>) -> Result<Member, Refusal> {
         let text = channel_data.ok_or_else(|| {
-            Refusal::bad_request("Presence channels need channel_data with a user_id")
+            Refusal::bad_request(
+                "Presence channels need channel_data with a user_id, or a signed-in connection",
+            )
         })?;
+        if !text.trim_start().starts_with('{') {
+            return Err(Refusal::bad_request("channel_data must be a JSON object"));
+        }
         let data: ChannelData<'_> = serde_json::from_str(text)
             .map_err(|e| Refusal::bad_request(format!("channel_data is not a JSON object: {e}")))?;
         let raw_id = data
@@ -299,6 +340,113 @@ impl Session {
             user_id: Arc::from(user_id),
             info,
         })
+    }
+
+    /// `#server-to-user-{id}`: only the socket signed in as that user may join. Events to
+    /// the user reach all of its signed-in sockets whether they joined or not (pusher-js
+    /// routes them by channel name), so the subscription is only acknowledged.
+    fn subscribe_user_channel(&mut self, name: &str) -> Result<(), Refusal> {
+        let wanted = name
+            .strip_prefix(channel::USER_CHANNEL_PREFIX)
+            .unwrap_or("");
+        match &self.user {
+            Some(user) if &*user.id == wanted => {
+                self.send(
+                    Event::new("pusher_internal:subscription_succeeded")
+                        .channel(name)
+                        .text("{}")
+                        .to_frame(),
+                );
+                Ok(())
+            }
+            Some(user) => Err(Refusal::forbidden(
+                "AuthError",
+                format!(
+                    "This connection is signed in as {:?}, not as {wanted:?}",
+                    user.id
+                ),
+            )),
+            None => Err(Refusal::forbidden(
+                "AuthError",
+                format!("Sign in as {wanted:?} before subscribing to {name}"),
+            )),
+        }
+    }
+
+    /// `pusher:signin`: checks the signature over `socket_id::user::user_data`, then
+    /// answers `pusher:signin_success` with the same `user_data` string.
+    fn signin(&mut self, token: &str, user_data: &str) -> Result<(), String> {
+        let cfg = &self.app.config;
+        let sid = self.socket_id_text.as_str();
+        if !auth::verify_token(&cfg.key, &cfg.secret, token, &[sid, "::user::", user_data]) {
+            return Err(format!(
+                "Invalid signature: expected HMAC SHA256 hex digest of {sid}::user::{user_data} signed with the secret of app key {}",
+                cfg.key
+            ));
+        }
+        if !user_data.trim_start().starts_with('{') {
+            return Err("user_data must be a JSON object".to_string());
+        }
+        let data: UserData<'_> = serde_json::from_str(user_data)
+            .map_err(|e| format!("user_data is not valid JSON: {e}"))?;
+        let id = data
+            .id
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+            .filter(|id| !id.is_empty())
+            .ok_or("user_data must contain an \"id\" that is a non-empty string")?;
+        if let Some(current) = &self.user {
+            if *current.id != *id {
+                return Err(format!(
+                    "This connection is already signed in as {:?}",
+                    current.id
+                ));
+            }
+            self.send_signin_success(user_data);
+            return Ok(());
+        }
+        let info = data
+            .user_info
+            .filter(|raw| raw.get() != "null")
+            .map(|raw| Arc::from(raw.to_owned()));
+        let listed = data.watchlist.unwrap_or_default();
+        let over_limit = listed.len() > MAX_WATCHLIST;
+        let watchlist: Vec<Arc<str>> = if cfg.watchlist_events {
+            listed
+                .iter()
+                .take(MAX_WATCHLIST)
+                .filter_map(|raw| normalise_user_id(raw))
+                .map(Arc::from)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let id: Arc<str> = Arc::from(id);
+        self.send_signin_success(user_data);
+        self.app
+            .users
+            .sign_in(&id, self.socket_id.conn, &self.outbox, &watchlist);
+        if over_limit && cfg.watchlist_events {
+            self.error(
+                Some(codes::WATCHLIST_LIMIT),
+                &format!(
+                    "Watchlist limit exceeded: only the first {MAX_WATCHLIST} user ids are watched"
+                ),
+            );
+        }
+        self.user = Some(SignedIn {
+            id,
+            info,
+            watchlist,
+        });
+        self.authorized = true;
+        Ok(())
+    }
+
+    fn send_signin_success(&self, user_data: &str) {
+        let data = serde_json::json!({ "user_data": user_data });
+        if let Ok(raw) = serde_json::value::to_raw_value(&data) {
+            self.send(Event::new("pusher:signin_success").raw(&raw).to_frame());
+        }
     }
 
     fn unsubscribe(&mut self, channel: &str) {
@@ -365,10 +513,15 @@ impl Session {
             .publish(channel, &frame, Some(self.socket_id.conn));
     }
 
-    /// Leaves every channel; called once when the connection ends.
+    /// Leaves every channel and signs out; called once when the connection ends.
     pub fn leave_all(&mut self) {
         for (channel, _) in self.subscriptions.drain() {
             self.app.registry.unsubscribe(&channel, self.socket_id.conn);
+        }
+        if let Some(user) = self.user.take() {
+            self.app
+                .users
+                .sign_out(&user.id, self.socket_id.conn, &user.watchlist);
         }
     }
 }

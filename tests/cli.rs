@@ -1,0 +1,252 @@
+//! The `crier` binary: configuration errors exit with status 2 and name the setting; a good
+//! start prints `listening on HOST:PORT`; SIGTERM shuts down gracefully.
+//! Rules: protocol-spec/README.md ("Running the binary") and protocol-spec/shutdown.md.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_crier");
+
+/// A command for the binary with no inherited `CRIER_*` variables.
+fn crier() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CRIER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A config file in the temp directory, removed on drop.
+struct TempConfig(PathBuf);
+
+impl TempConfig {
+    fn new(text: &str) -> TempConfig {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("crier-cli-test-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, text).expect("write temp config");
+        TempConfig(path)
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs the binary to completion (at most 10 s); returns exit code and stdout+stderr.
+fn run_to_exit(cmd: &mut Command) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start crier");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for crier") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("crier did not exit within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut output = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut output).expect("read stdout");
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut output).expect("read stderr");
+    }
+    (status.code(), output)
+}
+
+fn assert_config_error(cmd: &mut Command, must_mention: &str) {
+    let (code, output) = run_to_exit(cmd);
+    assert_eq!(
+        code,
+        Some(2),
+        "exit status for a bad config; output: {output}"
+    );
+    assert!(
+        output.contains(must_mention),
+        "the message should name {must_mention:?}; output: {output}"
+    );
+}
+
+#[test]
+fn bad_setting_in_config_file_exits_2_naming_the_setting() {
+    let file = TempConfig::new("[server]\nactivity_timeout_secs = 0\n");
+    assert_config_error(
+        crier().arg("--config").arg(&file.0),
+        "server.activity_timeout_secs",
+    );
+    let file = TempConfig::new("[[apps]]\nid = \"a/b\"\nkey = \"k\"\nsecret = \"s\"\n");
+    assert_config_error(crier().arg("--config").arg(&file.0), "apps[0].id");
+}
+
+#[test]
+fn unknown_or_mistyped_config_field_exits_2_naming_it() {
+    let file = TempConfig::new("[server]\nprot = 1\n");
+    assert_config_error(crier().arg("--config").arg(&file.0), "prot");
+    let file = TempConfig::new("[server]\nport = \"six\"\n");
+    assert_config_error(crier().arg("--config").arg(&file.0), "port");
+}
+
+#[test]
+fn missing_config_file_exits_2_naming_the_path() {
+    let path = std::env::temp_dir().join("crier-cli-test-does-not-exist.toml");
+    assert_config_error(
+        crier().arg("--config").arg(&path),
+        &path.display().to_string(),
+    );
+}
+
+/// A running binary, killed on drop.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start crier");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx2.send(line);
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Waits for `listening on HOST:PORT` and returns the address.
+    fn listening_addr(&self) -> SocketAddr {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(at) = line.find("listening on ") {
+                        let rest = line[at + "listening on ".len()..].trim();
+                        let addr = rest.split_whitespace().next().unwrap_or("");
+                        return addr
+                            .parse()
+                            .unwrap_or_else(|_| panic!("cannot parse the address in {line:?}"));
+                    }
+                    seen.push(line);
+                }
+                Err(_) => panic!("no `listening on` line within 10 s; output: {seen:?}"),
+            }
+        }
+    }
+
+    /// Sends SIGTERM to this child (by its pid) and waits up to `within` for its exit code.
+    fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for crier") {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "crier still running {within:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn port_0_prints_the_listening_line_and_serves() {
+    let running = Running::start(crier().args(["--host", "127.0.0.1", "--port", "0"]));
+    let addr = running.listening_addr();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0, "the real port must be printed");
+    let mut client = Client::connect(addr).await;
+    client.assert_alive().await;
+}
+
+#[tokio::test]
+async fn environment_variables_set_host_and_port() {
+    let running = Running::start(
+        crier()
+            .env("CRIER_HOST", "127.0.0.1")
+            .env("CRIER_PORT", "0"),
+    );
+    let addr = running.listening_addr();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0);
+    Client::connect(addr).await;
+}
+
+#[tokio::test]
+async fn config_file_apps_are_served() {
+    let file = TempConfig::new(
+        "[server]\nhost = \"127.0.0.1\"\nport = 0\n\n[[apps]]\nid = \"42\"\nkey = \"file-key\"\nsecret = \"file-secret\"\n",
+    );
+    let running = Running::start(crier().arg("--config").arg(&file.0));
+    let addr = running.listening_addr();
+    let mut client = Client::connect_app(addr, "file-key", "file-secret").await;
+    client.subscribe_private("private-from-file").await;
+    // The file's apps replace the built-in one.
+    let mut old = Client::open(addr, "/app/app-key?protocol=7", None).await;
+    old.expect_error_then_close(4001).await;
+}
+
+#[tokio::test]
+async fn sigterm_closes_clients_with_4200_and_exits_0() {
+    let mut running = Running::start(crier().args(["--host", "127.0.0.1", "--port", "0"]));
+    let addr = running.listening_addr();
+    let mut client = Client::connect(addr).await;
+    let closing = tokio::spawn(async move {
+        client.expect_error_then_close(4200).await;
+    });
+    let code = tokio::task::spawn_blocking(move || running.terminate(Duration::from_secs(10)))
+        .await
+        .expect("terminate");
+    assert_eq!(code, Some(0), "exit status after SIGTERM");
+    closing.await.expect("client saw 4200");
+}
