@@ -9,7 +9,9 @@
 //! `.await`; `Notify` keeps a permit when the writer is busy, so no wake-up is lost.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -40,9 +42,10 @@ pub struct Outbox {
     /// once instead of when the writer has finished flushing to a possibly stalled peer.
     closing: Notify,
     limit: usize,
-    /// Set by the session's reader on every frame received; the keep-alive reads and clears
-    /// it. It lives here so a session shares one allocation between its reader and writer.
-    activity: AtomicBool,
+    /// When the session's reader last received a frame, in milliseconds since [`epoch`];
+    /// the writer's keep-alive reads it. It lives here so a session shares one allocation
+    /// between its reader and writer.
+    last_activity: AtomicU64,
 }
 
 /// What the writer should do next.
@@ -59,7 +62,7 @@ impl Outbox {
             wake: Notify::new(),
             closing: Notify::new(),
             limit,
-            activity: AtomicBool::new(false),
+            last_activity: AtomicU64::new(millis_since_epoch(Instant::now())),
         }
     }
 
@@ -136,13 +139,24 @@ impl Outbox {
     }
 
     pub fn mark_activity(&self) {
-        self.activity.store(true, Ordering::Relaxed);
+        self.last_activity
+            .store(millis_since_epoch(Instant::now()), Ordering::Relaxed);
     }
 
-    /// Whether anything arrived since the last call.
-    pub fn take_activity(&self) -> bool {
-        self.activity.swap(false, Ordering::Relaxed)
+    /// When the peer was last heard from (millisecond precision).
+    pub fn last_activity(&self) -> Instant {
+        epoch() + Duration::from_millis(self.last_activity.load(Ordering::Relaxed))
     }
+}
+
+/// A process-wide reference instant, so activity fits in one atomic integer.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn millis_since_epoch(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_millis() as u64
 }
 
 #[cfg(test)]

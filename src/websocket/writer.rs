@@ -5,9 +5,9 @@
 //! burst costs one syscall instead of one per frame. Each write that makes no progress for
 //! `write_timeout` ends the connection.
 //!
-//! Keep-alive: every `activity_timeout` the writer checks whether the reader saw a frame.
-//! If not, it sends a WebSocket ping; if `pong_timeout` later still nothing arrived, it
-//! closes with 4201 (pusher-js then reconnects at once).
+//! Keep-alive: once the client has been silent for `activity_timeout` (the reader stamps
+//! every frame it receives), the writer sends a WebSocket ping; if nothing at all arrives
+//! within `pong_timeout` after it, it closes with 4201 (pusher-js then reconnects at once).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -41,7 +41,8 @@ pub async fn run(
     settings: WriterSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut awaiting_pong = false;
+    // Set while a ping is unanswered: when it was sent.
+    let mut pinged_at: Option<Instant> = None;
     let mut next_check = Instant::now() + settings.activity_timeout;
     let mut shutting_down = *shutdown.borrow();
     if shutting_down {
@@ -68,22 +69,30 @@ pub async fn run(
                 }
             },
             _ = sleep_until(next_check) => {
-                if outbox.take_activity() {
-                    awaiting_pong = false;
-                    next_check = Instant::now() + settings.activity_timeout;
-                } else if !awaiting_pong {
-                    awaiting_pong = true;
-                    next_check = Instant::now() + settings.pong_timeout;
-                    let ping = VecDeque::from([encode::ping_frame()]);
-                    if write_frames(&mut socket, ping, settings.write_timeout).await.is_err() {
-                        return;
+                let heard = Instant::from_std(outbox.last_activity());
+                let now = Instant::now();
+                match pinged_at {
+                    // `heard` has millisecond precision: a reply within the ping's millisecond counts.
+                    Some(sent) if heard + Duration::from_millis(1) > sent => {
+                        pinged_at = None;
+                        next_check = heard + settings.activity_timeout;
                     }
-                } else {
-                    outbox.close(CloseRequest {
-                        code: Some(codes::PONG_NOT_RECEIVED),
-                        reason: "Pong reply not received in time".to_string(),
-                        announce: true,
-                    });
+                    Some(_) => {
+                        outbox.close(CloseRequest {
+                            code: Some(codes::PONG_NOT_RECEIVED),
+                            reason: "Pong reply not received in time".to_string(),
+                            announce: true,
+                        });
+                    }
+                    None if now >= heard + settings.activity_timeout => {
+                        pinged_at = Some(now);
+                        next_check = now + settings.pong_timeout;
+                        let ping = VecDeque::from([encode::ping_frame()]);
+                        if write_frames(&mut socket, ping, settings.write_timeout).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => next_check = heard + settings.activity_timeout,
                 }
             },
             changed = shutdown.changed(), if !shutting_down => {
