@@ -162,50 +162,16 @@ fn invalid(setting: impl Into<String>, reason: impl Into<String>) -> ConfigError
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
-    server: FileServer,
+    server: ServerOverrides,
     #[serde(default)]
-    apps: Vec<FileApp>,
+    apps: Vec<AppOverrides>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Server settings as a file, the environment or flags state them; `None` leaves a value
+/// as it was.
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileServer {
-    host: Option<String>,
-    port: Option<u16>,
-    activity_timeout_secs: Option<u64>,
-    pong_timeout_secs: Option<u64>,
-    max_message_bytes: Option<usize>,
-    outbox_limit_bytes: Option<usize>,
-    write_timeout_secs: Option<u64>,
-    shutdown_timeout_secs: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileApp {
-    id: String,
-    key: String,
-    secret: String,
-    enabled: Option<bool>,
-    client_events: Option<bool>,
-    max_connections: Option<usize>,
-    client_events_per_second: Option<u32>,
-    max_presence_members: Option<usize>,
-    max_presence_user_info_bytes: Option<usize>,
-    max_event_payload_bytes: Option<usize>,
-    max_event_channels: Option<usize>,
-    max_batch_events: Option<usize>,
-    allowed_origins: Option<Vec<String>>,
-    require_signin: Option<bool>,
-    signin_timeout_secs: Option<u64>,
-    subscription_count_events: Option<bool>,
-    watchlist_events: Option<bool>,
-    cache_ttl_secs: Option<u64>,
-}
-
-/// Overrides from the environment or the command line; `None` leaves the value as it was.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
+pub struct ServerOverrides {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub activity_timeout_secs: Option<u64>,
@@ -214,21 +180,117 @@ pub struct Overrides {
     pub outbox_limit_bytes: Option<usize>,
     pub write_timeout_secs: Option<u64>,
     pub shutdown_timeout_secs: Option<u64>,
-    pub app_id: Option<String>,
-    pub app_key: Option<String>,
-    pub app_secret: Option<String>,
-    pub app_client_events: Option<bool>,
-    pub app_max_connections: Option<usize>,
-    pub app_client_events_per_second: Option<u32>,
-    pub app_max_presence_members: Option<usize>,
-    pub app_max_presence_user_info_bytes: Option<usize>,
-    pub app_max_event_payload_bytes: Option<usize>,
-    pub app_allowed_origins: Option<Vec<String>>,
-    pub app_require_signin: Option<bool>,
-    pub app_signin_timeout_secs: Option<u64>,
-    pub app_subscription_count_events: Option<bool>,
-    pub app_watchlist_events: Option<bool>,
-    pub app_cache_ttl_secs: Option<u64>,
+}
+
+/// One app's settings as a file, the environment or flags state them; `None` leaves a value
+/// as it was. A file's `[[apps]]` entry must give `id`, `key` and `secret`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppOverrides {
+    pub id: Option<String>,
+    pub key: Option<String>,
+    pub secret: Option<String>,
+    pub enabled: Option<bool>,
+    pub client_events: Option<bool>,
+    /// 0 means unlimited.
+    pub max_connections: Option<usize>,
+    pub client_events_per_second: Option<u32>,
+    pub max_presence_members: Option<usize>,
+    pub max_presence_user_info_bytes: Option<usize>,
+    pub max_event_payload_bytes: Option<usize>,
+    pub max_event_channels: Option<usize>,
+    pub max_batch_events: Option<usize>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub require_signin: Option<bool>,
+    pub signin_timeout_secs: Option<u64>,
+    pub subscription_count_events: Option<bool>,
+    pub watchlist_events: Option<bool>,
+    pub cache_ttl_secs: Option<u64>,
+}
+
+/// Overrides from the environment or the command line: the server, and the first app.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub server: ServerOverrides,
+    pub app: AppOverrides,
+}
+
+fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+    if let Some(v) = value {
+        *target = v.clone();
+    }
+}
+
+fn set_secs(target: &mut Duration, value: Option<u64>) {
+    if let Some(v) = value {
+        *target = Duration::from_secs(v);
+    }
+}
+
+impl ServerOverrides {
+    fn apply(&self, s: &mut ServerSettings) {
+        set(&mut s.host, &self.host);
+        set(&mut s.port, &self.port);
+        set_secs(&mut s.activity_timeout, self.activity_timeout_secs);
+        set_secs(&mut s.pong_timeout, self.pong_timeout_secs);
+        set(&mut s.max_message_bytes, &self.max_message_bytes);
+        set(&mut s.outbox_limit_bytes, &self.outbox_limit_bytes);
+        set_secs(&mut s.write_timeout, self.write_timeout_secs);
+        set_secs(&mut s.shutdown_timeout, self.shutdown_timeout_secs);
+    }
+}
+
+impl AppOverrides {
+    fn apply(&self, a: &mut AppConfig) {
+        set(&mut a.id, &self.id);
+        set(&mut a.key, &self.key);
+        set(&mut a.secret, &self.secret);
+        set(&mut a.enabled, &self.enabled);
+        set(&mut a.client_events, &self.client_events);
+        if let Some(n) = self.max_connections {
+            a.max_connections = (n > 0).then_some(n);
+        }
+        set(
+            &mut a.client_events_per_second,
+            &self.client_events_per_second,
+        );
+        set(&mut a.max_presence_members, &self.max_presence_members);
+        set(
+            &mut a.max_presence_user_info_bytes,
+            &self.max_presence_user_info_bytes,
+        );
+        set(
+            &mut a.max_event_payload_bytes,
+            &self.max_event_payload_bytes,
+        );
+        set(&mut a.max_event_channels, &self.max_event_channels);
+        set(&mut a.max_batch_events, &self.max_batch_events);
+        set(&mut a.allowed_origins, &self.allowed_origins);
+        set(&mut a.require_signin, &self.require_signin);
+        set_secs(&mut a.signin_timeout, self.signin_timeout_secs);
+        set(
+            &mut a.subscription_count_events,
+            &self.subscription_count_events,
+        );
+        set(&mut a.watchlist_events, &self.watchlist_events);
+        set_secs(&mut a.cache_ttl, self.cache_ttl_secs);
+    }
+
+    /// A file's app: the defaults, changed by what the entry states.
+    fn into_app(self, index: usize) -> Result<AppConfig, String> {
+        for (name, value) in [
+            ("id", &self.id),
+            ("key", &self.key),
+            ("secret", &self.secret),
+        ] {
+            if value.is_none() {
+                return Err(format!("apps[{index}].{name} is required"));
+            }
+        }
+        let mut app = AppConfig::default();
+        self.apply(&mut app);
+        Ok(app)
+    }
 }
 
 impl Config {
@@ -259,113 +321,24 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut config = Config::default();
-        let s = &mut config.server;
-        let fs = file.server;
-        if let Some(v) = fs.host {
-            s.host = v;
-        }
-        if let Some(v) = fs.port {
-            s.port = v;
-        }
-        if let Some(v) = fs.activity_timeout_secs {
-            s.activity_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = fs.pong_timeout_secs {
-            s.pong_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = fs.max_message_bytes {
-            s.max_message_bytes = v;
-        }
-        if let Some(v) = fs.outbox_limit_bytes {
-            s.outbox_limit_bytes = v;
-        }
-        if let Some(v) = fs.write_timeout_secs {
-            s.write_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = fs.shutdown_timeout_secs {
-            s.shutdown_timeout = Duration::from_secs(v);
-        }
+        file.server.apply(&mut config.server);
         if !file.apps.is_empty() {
-            config.apps = file.apps.into_iter().map(FileApp::into_app).collect();
+            config.apps = file
+                .apps
+                .into_iter()
+                .enumerate()
+                .map(|(i, app)| app.into_app(i))
+                .collect::<Result<_, _>>()?;
         }
         Ok(config)
     }
 
     fn apply(&mut self, o: &Overrides) {
-        let s = &mut self.server;
-        if let Some(v) = &o.host {
-            s.host = v.clone();
-        }
-        if let Some(v) = o.port {
-            s.port = v;
-        }
-        if let Some(v) = o.activity_timeout_secs {
-            s.activity_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = o.pong_timeout_secs {
-            s.pong_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = o.max_message_bytes {
-            s.max_message_bytes = v;
-        }
-        if let Some(v) = o.outbox_limit_bytes {
-            s.outbox_limit_bytes = v;
-        }
-        if let Some(v) = o.write_timeout_secs {
-            s.write_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = o.shutdown_timeout_secs {
-            s.shutdown_timeout = Duration::from_secs(v);
-        }
+        o.server.apply(&mut self.server);
         if self.apps.is_empty() {
             self.apps.push(AppConfig::default());
         }
-        let app = &mut self.apps[0];
-        if let Some(v) = &o.app_id {
-            app.id = v.clone();
-        }
-        if let Some(v) = &o.app_key {
-            app.key = v.clone();
-        }
-        if let Some(v) = &o.app_secret {
-            app.secret = v.clone();
-        }
-        if let Some(v) = o.app_client_events {
-            app.client_events = v;
-        }
-        if let Some(v) = o.app_max_connections {
-            app.max_connections = (v > 0).then_some(v);
-        }
-        if let Some(v) = o.app_client_events_per_second {
-            app.client_events_per_second = v;
-        }
-        if let Some(v) = o.app_max_presence_members {
-            app.max_presence_members = v;
-        }
-        if let Some(v) = o.app_max_presence_user_info_bytes {
-            app.max_presence_user_info_bytes = v;
-        }
-        if let Some(v) = o.app_max_event_payload_bytes {
-            app.max_event_payload_bytes = v;
-        }
-        if let Some(v) = &o.app_allowed_origins {
-            app.allowed_origins = v.clone();
-        }
-        if let Some(v) = o.app_require_signin {
-            app.require_signin = v;
-        }
-        if let Some(v) = o.app_signin_timeout_secs {
-            app.signin_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = o.app_subscription_count_events {
-            app.subscription_count_events = v;
-        }
-        if let Some(v) = o.app_watchlist_events {
-            app.watchlist_events = v;
-        }
-        if let Some(v) = o.app_cache_ttl_secs {
-            app.cache_ttl = Duration::from_secs(v);
-        }
+        o.app.apply(&mut self.apps[0]);
     }
 
     /// Checks every value; the first problem found is returned, naming its setting.
@@ -481,49 +454,6 @@ impl Config {
     }
 }
 
-impl FileApp {
-    fn into_app(self) -> AppConfig {
-        let d = AppConfig::default();
-        AppConfig {
-            id: self.id,
-            key: self.key,
-            secret: self.secret,
-            enabled: self.enabled.unwrap_or(d.enabled),
-            client_events: self.client_events.unwrap_or(d.client_events),
-            max_connections: match self.max_connections {
-                Some(0) | None => None,
-                Some(n) => Some(n),
-            },
-            client_events_per_second: self
-                .client_events_per_second
-                .unwrap_or(d.client_events_per_second),
-            max_presence_members: self.max_presence_members.unwrap_or(d.max_presence_members),
-            max_presence_user_info_bytes: self
-                .max_presence_user_info_bytes
-                .unwrap_or(d.max_presence_user_info_bytes),
-            max_event_payload_bytes: self
-                .max_event_payload_bytes
-                .unwrap_or(d.max_event_payload_bytes),
-            max_event_channels: self.max_event_channels.unwrap_or(d.max_event_channels),
-            max_batch_events: self.max_batch_events.unwrap_or(d.max_batch_events),
-            allowed_origins: self.allowed_origins.unwrap_or(d.allowed_origins),
-            require_signin: self.require_signin.unwrap_or(d.require_signin),
-            signin_timeout: self
-                .signin_timeout_secs
-                .map(Duration::from_secs)
-                .unwrap_or(d.signin_timeout),
-            subscription_count_events: self
-                .subscription_count_events
-                .unwrap_or(d.subscription_count_events),
-            watchlist_events: self.watchlist_events.unwrap_or(d.watchlist_events),
-            cache_ttl: self
-                .cache_ttl_secs
-                .map(Duration::from_secs)
-                .unwrap_or(d.cache_ttl),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,6 +479,14 @@ mod tests {
         assert_eq!(c.apps[0].id, "9");
         assert!(!c.apps[0].client_events);
         assert_eq!(c.apps[0].max_connections, Some(3));
+    }
+
+    #[test]
+    fn file_apps_need_credentials() {
+        let err = Config::from_toml("[[apps]]\nid = \"9\"\nkey = \"k\"\n")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(err, "apps[0].secret is required");
     }
 
     #[test]
@@ -612,10 +550,15 @@ mod tests {
     #[test]
     fn overrides_apply_to_the_first_app_and_server() {
         let o = Overrides {
-            port: Some(0),
-            app_key: Some("other".into()),
-            app_max_connections: Some(0),
-            ..Overrides::default()
+            server: ServerOverrides {
+                port: Some(0),
+                ..ServerOverrides::default()
+            },
+            app: AppOverrides {
+                key: Some("other".into()),
+                max_connections: Some(0),
+                ..AppOverrides::default()
+            },
         };
         let c = Config::load(None, &o).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.server.port, 0);

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use crier::config::{AppOverrides, ServerOverrides};
 use crier::{Config, Overrides};
 
 /// A Pusher Channels compatible broadcast server.
@@ -89,29 +90,34 @@ struct Cli {
 impl Cli {
     fn overrides(&self) -> Overrides {
         Overrides {
-            host: self.host.clone(),
-            port: self.port,
-            activity_timeout_secs: self.activity_timeout,
-            pong_timeout_secs: self.pong_timeout,
-            max_message_bytes: self.max_message_bytes,
-            outbox_limit_bytes: self.outbox_limit_bytes,
-            write_timeout_secs: self.write_timeout,
-            shutdown_timeout_secs: self.shutdown_timeout,
-            app_id: self.app_id.clone(),
-            app_key: self.app_key.clone(),
-            app_secret: self.app_secret.clone(),
-            app_client_events: self.app_client_events,
-            app_max_connections: self.app_max_connections,
-            app_client_events_per_second: self.app_client_events_per_second,
-            app_max_presence_members: self.app_max_presence_members,
-            app_max_presence_user_info_bytes: self.app_max_presence_user_info_bytes,
-            app_max_event_payload_bytes: self.app_max_event_payload_bytes,
-            app_allowed_origins: self.app_allowed_origins.clone(),
-            app_require_signin: self.app_require_signin,
-            app_signin_timeout_secs: self.app_signin_timeout,
-            app_subscription_count_events: self.app_subscription_count_events,
-            app_watchlist_events: self.app_watchlist_events,
-            app_cache_ttl_secs: self.app_cache_ttl,
+            server: ServerOverrides {
+                host: self.host.clone(),
+                port: self.port,
+                activity_timeout_secs: self.activity_timeout,
+                pong_timeout_secs: self.pong_timeout,
+                max_message_bytes: self.max_message_bytes,
+                outbox_limit_bytes: self.outbox_limit_bytes,
+                write_timeout_secs: self.write_timeout,
+                shutdown_timeout_secs: self.shutdown_timeout,
+            },
+            app: AppOverrides {
+                id: self.app_id.clone(),
+                key: self.app_key.clone(),
+                secret: self.app_secret.clone(),
+                client_events: self.app_client_events,
+                max_connections: self.app_max_connections,
+                client_events_per_second: self.app_client_events_per_second,
+                max_presence_members: self.app_max_presence_members,
+                max_presence_user_info_bytes: self.app_max_presence_user_info_bytes,
+                max_event_payload_bytes: self.app_max_event_payload_bytes,
+                allowed_origins: self.app_allowed_origins.clone(),
+                require_signin: self.app_require_signin,
+                signin_timeout_secs: self.app_signin_timeout,
+                subscription_count_events: self.app_subscription_count_events,
+                watchlist_events: self.app_watchlist_events,
+                cache_ttl_secs: self.app_cache_ttl,
+                ..AppOverrides::default()
+            },
         }
     }
 }

@@ -159,6 +159,25 @@ fn millis_since_epoch(t: Instant) -> u64 {
     t.saturating_duration_since(epoch()).as_millis() as u64
 }
 
+/// The JSON texts of the frames queued in `outbox` (waits for at least one); for tests.
+#[cfg(test)]
+pub(crate) async fn drained_texts(outbox: &Outbox) -> Vec<String> {
+    match outbox.drained().await {
+        Drained::Frames(frames) => frames
+            .iter()
+            .map(|f| {
+                let start = match f[1] & 0x7f {
+                    126 => 4,
+                    127 => 10,
+                    _ => 2,
+                };
+                String::from_utf8_lossy(&f[start..]).to_string()
+            })
+            .collect(),
+        Drained::Close(_, request) => panic!("outbox closed: {request:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

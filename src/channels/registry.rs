@@ -395,21 +395,11 @@ impl Channel {
 
 #[cfg(test)]
 mod tests {
-    use super::super::outbox::Drained;
+    use super::super::outbox::drained_texts;
     use super::*;
 
     fn outbox() -> Arc<Outbox> {
         Arc::new(Outbox::new(1 << 20))
-    }
-
-    async fn texts(o: &Outbox) -> Vec<String> {
-        match o.drained().await {
-            Drained::Frames(f) => f
-                .iter()
-                .map(|b| String::from_utf8_lossy(&b[2..]).to_string())
-                .collect(),
-            Drained::Close(..) => panic!("closed"),
-        }
     }
 
     fn member(id: &str) -> Member {
@@ -425,12 +415,12 @@ mod tests {
         let (a, b) = (outbox(), outbox());
         r.subscribe("c", 1, &a, false);
         r.subscribe("c", 2, &b, false);
-        texts(&a).await;
-        texts(&b).await;
+        drained_texts(&a).await;
+        drained_texts(&b).await;
         let frame = Event::new("e").channel("c").text("x").to_frame();
         assert_eq!(r.publish("c", &frame, Some(1)), 1);
         assert!(!b.is_closing());
-        assert_eq!(texts(&b).await.len(), 1);
+        assert_eq!(drained_texts(&b).await.len(), 1);
         assert_eq!(r.publish("nobody", &frame, None), 0);
     }
 
@@ -442,9 +432,9 @@ mod tests {
             r.subscribe_presence("presence-x", 1, &a, &member("a"), 10, false),
             PresenceJoin::Joined
         );
-        texts(&a).await;
+        drained_texts(&a).await;
         r.subscribe_presence("presence-x", 2, &b1, &member("b"), 10, false);
-        assert_eq!(texts(&a).await.len(), 1, "member_added for b");
+        assert_eq!(drained_texts(&a).await.len(), 1, "member_added for b");
         r.subscribe_presence("presence-x", 3, &b2, &member("b"), 10, false);
         assert_eq!(
             r.stats("presence-x"),
@@ -455,7 +445,7 @@ mod tests {
         );
         r.unsubscribe("presence-x", 2);
         r.unsubscribe("presence-x", 3);
-        let got = texts(&a).await;
+        let got = drained_texts(&a).await;
         assert_eq!(got.len(), 1, "only one member_removed: {got:?}");
         assert!(got[0].contains("member_removed"));
         r.unsubscribe("presence-x", 1);
@@ -493,7 +483,7 @@ mod tests {
         let r = Registry::default();
         let a = outbox();
         r.subscribe("cache-x", 1, &a, true);
-        let got = texts(&a).await;
+        let got = drained_texts(&a).await;
         assert!(got[1].contains("pusher:cache_miss"), "{got:?}");
         let frame = Event::new("e").channel("cache-x").text("v1").to_frame();
         r.publish_cached("cache-x", &frame, "v1", Duration::from_secs(60), None);
@@ -505,7 +495,7 @@ mod tests {
         );
         let b = outbox();
         r.subscribe("cache-x", 2, &b, true);
-        let got = texts(&b).await;
+        let got = drained_texts(&b).await;
         assert_eq!(got.len(), 2);
         assert!(got[1].contains("\"data\":\"v1\""), "{got:?}");
         assert_eq!(
@@ -519,7 +509,7 @@ mod tests {
         let r = Registry::new(true);
         let (a, b, c) = (outbox(), outbox(), outbox());
         r.subscribe("ch", 1, &a, false);
-        let got = texts(&a).await;
+        let got = drained_texts(&a).await;
         assert!(got[1].contains("{\\\"subscription_count\\\":1}"), "{got:?}");
         r.subscribe("ch", 2, &b, false);
         r.subscribe("ch", 3, &c, false);
@@ -527,7 +517,7 @@ mod tests {
         assert!(early.is_err(), "no second count within a second");
         tokio::time::sleep(COUNT_INTERVAL).await;
         r.flush_counts();
-        let got = texts(&a).await;
+        let got = drained_texts(&a).await;
         assert_eq!(got.len(), 1);
         assert!(got[0].contains("{\\\"subscription_count\\\":3}"), "{got:?}");
     }

@@ -167,21 +167,11 @@ fn announce(st: &State, user: &str, name: &str, except: Option<ConnId>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::outbox::Drained;
+    use super::super::outbox::drained_texts;
     use super::*;
 
     fn outbox() -> Arc<Outbox> {
         Arc::new(Outbox::new(1 << 20))
-    }
-
-    async fn texts(o: &Outbox) -> Vec<String> {
-        match o.drained().await {
-            Drained::Frames(f) => f
-                .iter()
-                .map(|b| String::from_utf8_lossy(&b[2..]).to_string())
-                .collect(),
-            Drained::Close(..) => panic!("closed"),
-        }
     }
 
     #[tokio::test]
@@ -191,21 +181,21 @@ mod tests {
         let alice: Arc<str> = Arc::from("alice");
         let bob: Arc<str> = Arc::from("bob");
         users.sign_in(&alice, 1, &watcher, std::slice::from_ref(&bob));
-        let got = texts(&watcher).await;
+        let got = drained_texts(&watcher).await;
         assert!(
             got[0].contains(r#"{\"name\":\"offline\",\"user_ids\":[\"bob\"]}"#),
             "{got:?}"
         );
         users.sign_in(&bob, 2, &b1, &[]);
         users.sign_in(&bob, 3, &b2, &[]);
-        let got = texts(&watcher).await;
+        let got = drained_texts(&watcher).await;
         assert_eq!(got.len(), 1, "online once: {got:?}");
         assert!(got[0].contains("online"));
         users.sign_out("bob", 2, &[]);
         assert!(users.is_online("bob"));
         users.sign_out("bob", 3, &[]);
         assert!(!users.is_online("bob"));
-        let got = texts(&watcher).await;
+        let got = drained_texts(&watcher).await;
         assert!(got[0].contains("offline"), "{got:?}");
     }
 
@@ -216,7 +206,7 @@ mod tests {
         users.sign_in(&Arc::from("a"), 1, &a, &[]);
         users.sign_in(&Arc::from("b"), 2, &b, &[]);
         assert_eq!(users.send("a", &Bytes::from_static(b"\x81\x01x"), None), 1);
-        assert_eq!(texts(&a).await.len(), 1);
+        assert_eq!(drained_texts(&a).await.len(), 1);
         let req = CloseRequest {
             code: Some(4009),
             reason: "bye".into(),
