@@ -11,11 +11,12 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -120,16 +121,19 @@ async fn write_frames(
     write_timeout: Duration,
 ) -> io::Result<()> {
     while !frames.is_empty() {
-        let written = {
+        // The iovec array is built inside the poll function, on the stack of each poll, so
+        // it is not part of this future's state: an idle connection's writer stays small.
+        let write = std::future::poll_fn(|cx| {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let count = frames.len().min(MAX_IOVECS);
             for (slot, frame) in slices.iter_mut().zip(frames.iter()) {
                 *slot = IoSlice::new(frame);
             }
-            match timeout(write_timeout, socket.write_vectored(&slices[..count])).await {
-                Ok(result) => result?,
-                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-            }
+            Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..count])
+        });
+        let written = match timeout(write_timeout, write).await {
+            Ok(result) => result?,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
         };
         if written == 0 {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed"));

@@ -1,0 +1,202 @@
+//! crier-bench: a load generator for Pusher-Channels-compatible WebSocket servers.
+//!
+//! It speaks the Pusher protocol v7 and the signed HTTP API like any client and imports
+//! nothing from the server it measures. See BENCHMARKS.md for the method.
+
+mod conn;
+mod coord;
+mod floor;
+mod hist;
+mod http;
+mod publisher;
+mod scenarios;
+mod sys;
+mod worker;
+mod ws;
+
+use std::net::Ipv4Addr;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "crier-bench", version, about = "Load generator for Pusher-compatible servers (loopback only)")]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) g: Global,
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Global {
+    /// WebSocket base URL of the server (loopback only).
+    #[arg(long, global = true, env = "CRIER_BENCH_URL", default_value = "ws://127.0.0.1:6001")]
+    pub(crate) url: String,
+    /// HTTP API base URL; defaults to the WebSocket host and port.
+    #[arg(long, global = true, env = "CRIER_BENCH_API_URL")]
+    pub(crate) api_url: Option<String>,
+    #[arg(long, global = true, env = "CRIER_BENCH_APP_ID", default_value = "1")]
+    pub(crate) app_id: String,
+    #[arg(long, global = true, env = "CRIER_BENCH_KEY", default_value = "app-key")]
+    pub(crate) key: String,
+    #[arg(long, global = true, env = "CRIER_BENCH_SECRET", default_value = "app-secret")]
+    pub(crate) secret: String,
+    /// PID of the server process, for its RSS and CPU time (read from /proc).
+    #[arg(long, global = true)]
+    pub(crate) server_pid: Option<u32>,
+    /// Hard limit on the whole run, seconds.
+    #[arg(long, global = true, default_value_t = 300)]
+    pub(crate) timeout_secs: u64,
+    /// Worker processes holding the connections (0 = as many as --per-worker requires).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub(crate) workers: usize,
+    /// Most connections one worker process holds (the fd limit is 20,000 per process).
+    #[arg(long, global = true, default_value_t = 19_000)]
+    pub(crate) per_worker: usize,
+    /// First client source address; connection i binds to src_base + i / conns_per_addr, and
+    /// churn worker w uses the 250 addresses of the /24 block w+1 after it. Default: a fresh
+    /// 127.x.y.1 block for every run, so ports left in TIME_WAIT by the last run (60 s) are
+    /// never in the way (bind() slows down badly when most ports of an address are taken).
+    #[arg(long, global = true)]
+    pub(crate) src_base: Option<Ipv4Addr>,
+    /// Connections per source address (bind() with port 0 gets ~14,000 ports per address).
+    #[arg(long, global = true, default_value_t = 4_000)]
+    pub(crate) conns_per_addr: usize,
+    /// Handshakes in flight per worker (keep workers x this below the server's listen backlog).
+    #[arg(long, global = true, default_value_t = 64)]
+    pub(crate) connect_concurrency: usize,
+    /// Timeout for one handshake or one subscribe, ms.
+    #[arg(long, global = true, default_value_t = 15_000)]
+    pub(crate) connect_timeout_ms: u64,
+    /// Channel names are PREFIX0, PREFIX1, ...
+    #[arg(long, global = true, default_value = "bench-")]
+    pub(crate) channel_prefix: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Cmd {
+    /// Open N connections, subscribe each, hold; connect/subscribe rate and server RSS per connection.
+    Idle(IdleArgs),
+    /// S subscribers, events over the HTTP API; deliveries/s, latency, loss, server CPU per delivery.
+    Fanout(FanoutArgs),
+    /// S sockets subscribe to one channel at once; subscribes/s for each 1,000 subscribers.
+    SubscribeStorm(StormArgs),
+    /// HTTP API events/s to a channel with subscribers and to one without.
+    Publish(PublishArgs),
+    /// Connections opening and closing at a given rate while a fan-out runs.
+    Churn(ChurnArgs),
+    /// CPU cost of one small write() to a loopback TCP socket (the floor of a fan-out).
+    Floor(FloorArgs),
+    #[command(name = "__worker", hide = true)]
+    Worker { spec: String },
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct IdleArgs {
+    #[arg(long, short = 'n', default_value_t = 2_000)]
+    pub(crate) connections: usize,
+    #[arg(long, default_value_t = 1)]
+    pub(crate) channels: usize,
+    /// Seconds to hold the connections after subscribing (RSS is read at the end).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) hold_secs: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct FanoutArgs {
+    #[arg(long, short = 's', default_value_t = 2_000)]
+    pub(crate) subscribers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub(crate) channels: usize,
+    /// Events to publish (upper bound).
+    #[arg(long, short = 'e', default_value_t = 20)]
+    pub(crate) events: u64,
+    /// Milliseconds between events; 0 = as fast as the server accepts them.
+    #[arg(long, default_value_t = 200.0)]
+    pub(crate) interval_ms: f64,
+    /// Upper bound on the publishing time, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) duration_secs: u64,
+    /// Concurrent keep-alive HTTP connections publishing.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) http_conns: usize,
+    /// Percentage of subscribers that subscribe and then never read.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) stalled_pct: f64,
+    /// SO_RCVBUF of stalled sockets, bytes (0 = kernel default), so they fill up quickly.
+    #[arg(long, default_value_t = 4096)]
+    pub(crate) stalled_rcvbuf: u32,
+    /// Pad the event data string to this many bytes.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) data_bytes: usize,
+    /// How long to wait for the last deliveries after publishing, ms.
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) drain_ms: u64,
+    /// The floor (µs per write, from `floor`) to compare server CPU per delivery with.
+    #[arg(long)]
+    pub(crate) floor_us: Option<f64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct StormArgs {
+    #[arg(long, short = 's', default_value_t = 2_000)]
+    pub(crate) subscribers: usize,
+    /// Bucket size for the subscribe-rate curve.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) bucket: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct PublishArgs {
+    /// Seconds of publishing per phase (with subscribers, without).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) duration_secs: u64,
+    /// Upper bound on events per phase.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub(crate) events: u64,
+    #[arg(long, default_value_t = 8)]
+    pub(crate) http_conns: usize,
+    /// Subscribers on the channel of the first phase.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) subscribers: usize,
+    #[arg(long, default_value_t = 0)]
+    pub(crate) data_bytes: usize,
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) drain_ms: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ChurnArgs {
+    #[command(flatten)]
+    pub(crate) fanout: FanoutArgs,
+    /// New connections per second (each connects, subscribes, holds, closes).
+    #[arg(long, default_value_t = 200.0)]
+    pub(crate) churn_rate: f64,
+    /// How long each churned connection stays, ms.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) churn_hold_ms: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct FloorArgs {
+    #[arg(long, default_value_t = 4)]
+    pub(crate) sockets: usize,
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) writes: u64,
+    /// Bytes per write.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) size: usize,
+    /// Disable TCP_NODELAY on the writing sockets.
+    #[arg(long)]
+    pub(crate) nagle: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Cmd::Worker { spec } = &cli.cmd {
+        worker::run(spec);
+        return;
+    }
+    let code = scenarios::run(cli);
+    std::process::exit(code);
+}

@@ -1,0 +1,88 @@
+//! `publish`: signed HTTP API events per second from several keep-alive connections, to a
+//! channel with subscribers and to one without.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::PublishArgs;
+
+pub(super) async fn publish(c: &Ctx, a: &PublishArgs, out: &mut Out) -> Res<()> {
+    out.line(format!(
+        "publish: {} s per phase, {} HTTP keep-alive conn(s), {} subscriber(s) in phase 1, to {}",
+        a.duration_secs, a.http_conns, a.subscribers, c.g.url
+    ));
+    let prefix = format!("{}pub-", c.g.channel_prefix);
+    let mut specs = plan(c, &Plan { total: a.subscribers, stalled: 0, channels: 1, record_sub_times: false, churn: None, reserve_fds: 0 });
+    for sp in &mut specs {
+        sp.channel_prefix = prefix.clone();
+    }
+    let mut phases = Vec::new();
+    let mut w = if a.subscribers > 0 {
+        let mut w = Workers::spawn(&specs).await.map_err(|e| e.to_string())?;
+        connect_subscribe(c, &mut w, a.subscribers, out).await?;
+        Some(w)
+    } else {
+        None
+    };
+    for (name, ch) in [("with_subscribers", format!("{prefix}0")), ("without_subscribers", format!("{}nosub-0", c.g.channel_prefix))] {
+        if name == "with_subscribers" && w.is_none() {
+            continue;
+        }
+        let cfg = PubCfg {
+            channels: vec![ch.clone()],
+            events: a.events,
+            interval: Duration::ZERO,
+            max_duration: Duration::from_secs(a.duration_secs),
+            http_conns: a.http_conns,
+            data_bytes: a.data_bytes,
+        };
+        let s0 = snap(c.pid.as_deref());
+        let pr = publisher::publish(&c.api, &cfg).await;
+        let s1 = snap(c.pid.as_deref());
+        let ps = secs(pr.t_first_send, pr.t_end);
+        out.line(format!(
+            "[{name}] channel {ch}: {} accepted, {} failed in {ps:.2} s = {:.0} events/s; request {}",
+            pr.ok,
+            pr.failed,
+            rate(pr.ok, ps),
+            pr.req_hist.line_ms()
+        ));
+        if !pr.statuses.is_empty() {
+            out.line(format!("  errors: {:?}", pr.statuses));
+        }
+        let mut j = json!({"channel": ch, "accepted": pr.ok, "failed": pr.failed, "secs": round3(ps),
+                           "events_per_sec": rate(pr.ok, ps), "request_latency": pr.req_hist.summary_ms(),
+                           "errors": pr.statuses, "http_reconnects": pr.reconnects});
+        let mut tmp = Out::new("x");
+        cpu_fields(c, &s0, &s1, pr.ok, "event", &mut tmp, None, 0.0);
+        j["cpu"] = tmp.json["cpu"].clone();
+        if name == "with_subscribers" {
+            let res = w
+                .as_mut()
+                .unwrap()
+                .cmd(json!({"cmd": "finish", "published": pr.published}), "result", a.drain_ms)
+                .await
+                .map_err(|e| e.to_string())?;
+            let exp = coord::sum(&res, "expected");
+            let got = coord::sum(&res, "received");
+            let lat = coord::hist(&res, "lat");
+            out.line(format!("  subscribers got {got}/{exp} ({} lost); publish→receive {}", exp.saturating_sub(got), lat.line_ms()));
+            j["expected"] = json!(exp);
+            j["delivered"] = json!(got);
+            j["lost"] = json!(exp.saturating_sub(got));
+            j["latency"] = lat.summary_ms();
+        }
+        phases.push((name, j));
+    }
+    for (name, j) in phases {
+        out.set(name, j);
+    }
+    out.set("http_conns", json!(a.http_conns));
+    if let Some(w) = w {
+        w.shutdown().await;
+    }
+    Ok(())
+}
+

@@ -1,0 +1,88 @@
+//! Readers for /proc: RSS, CPU time of a process, thread and the whole machine.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+pub(crate) fn unix_secs() -> u64 {
+    now_ns() / 1_000_000_000
+}
+
+/// VmRSS of a process in KiB.
+pub(crate) fn rss_kb(pid: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime+stime in clock ticks (USER_HZ = 100 on Linux) from /proc/{pid}/stat.
+pub(crate) fn cpu_ticks(pid: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime field 15.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Sum of on-CPU nanoseconds of the process's live threads (/proc/PID/task/*/schedstat).
+pub(crate) fn cpu_sched_ns(pid: &str) -> Option<u64> {
+    let mut total = 0u64;
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let p = e.ok()?.path().join("schedstat");
+        if let Ok(s) = std::fs::read_to_string(p) {
+            total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
+/// On-CPU nanoseconds of the calling thread.
+pub(crate) fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// (busy, total) jiffies of the whole machine from /proc/stat.
+pub(crate) fn machine_jiffies() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let l = s.lines().next().unwrap_or("");
+    let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// A snapshot of a server process's CPU use plus the machine's.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CpuSnap {
+    pub(crate) ticks: u64,
+    pub(crate) sched_ns: u64,
+    pub(crate) machine_busy: u64,
+    pub(crate) wall_ns: u64,
+    /// utime+stime ticks of this (parent) process.
+    pub(crate) own_ticks: u64,
+}
+
+pub(crate) fn snap(pid: Option<&str>) -> CpuSnap {
+    let (busy, _) = machine_jiffies();
+    CpuSnap {
+        ticks: pid.and_then(cpu_ticks).unwrap_or(0),
+        sched_ns: pid.and_then(cpu_sched_ns).unwrap_or(0),
+        machine_busy: busy,
+        wall_ns: now_ns(),
+        own_ticks: cpu_ticks("self").unwrap_or(0),
+    }
+}
+
+/// CPU used between two snapshots: (stat-based seconds, schedstat-based seconds, machine busy seconds).
+pub(crate) fn cpu_delta(a: &CpuSnap, b: &CpuSnap) -> (f64, f64, f64) {
+    (
+        b.ticks.saturating_sub(a.ticks) as f64 / 100.0,
+        b.sched_ns.saturating_sub(a.sched_ns) as f64 / 1e9,
+        b.machine_busy.saturating_sub(a.machine_busy) as f64 / 100.0,
+    )
+}
