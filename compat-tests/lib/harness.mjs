@@ -314,8 +314,13 @@ export function record(client) {
       // pusher-js reports close codes only as `error` events; its transport carries the close.
       const socketId = client.connection.socket_id;
       const transport = client.connection.connection?.transport;
+      const socket = transport?.socket;
       transport?.bind('closed', (ev) => {
         client.closes.push({ code: ev?.code, reason: ev?.reason, socket_id: socketId });
+        // After a server-side close with a "refused" code (4000-4099) pusher-js calls close()
+        // on its already closed WebSocket client, which then arms a 30 s close timer that does
+        // nothing but keep the test process alive. Let the process exit without it.
+        setImmediate(() => socket?._closeTimer?.unref?.());
         notify();
       });
     }

@@ -98,13 +98,19 @@ describe('subscription counts', { timeout: 30000 }, () => {
     for (const x of burst.slice(2)) await settlesAt(x, 5, 'a burst subscriber');
   });
 
-  it('presence channels never get subscription_count', async () => {
+  it('presence channels never get subscription_count (a public channel beside them does)', async () => {
     const name = uniq('presence-sc-');
+    const control = uniq('sc-control-');
     const a = await counted(name, server, { user_id: 'sc-a', user_info: {} });
     const b = await counted(name, server, { user_id: 'sc-b', user_info: {} });
     const c = await counted(name, server, { user_id: 'sc-c', user_info: {} });
+    await subscribe(c, control);
+    await subscribe(a, control);
     c.disconnect();
     await sleep(1300);
+    await waitUntil(a, () => countFrames(a, control).at(-1)?.data?.subscription_count === 1, {
+      what: `control: subscription count 1 on ${control}`,
+    });
     for (const x of [a, b]) {
       await sentinelVia(sdk, x, name);
       assert.deepEqual(countFrames(x, name), [], 'pusher_internal:subscription_count on a presence channel');
@@ -112,11 +118,13 @@ describe('subscription counts', { timeout: 30000 }, () => {
     }
   });
 
-  it('off by default (subscription_count_events unset)', async () => {
+  it('off by default (subscription_count_events unset), on where enabled', async () => {
     const name = uniq('sc-off-');
     const a = await counted(name, plainServer);
     const b = await counted(name, plainServer);
+    const on = await counted(name, server); // same name on the enabled server, as a control
     b.unsubscribe(name);
+    await settlesAt(on, 1, 'control on the enabled server');
     await sleep(1300);
     await sentinelVia(plainSdk, a, name);
     assert.deepEqual(countFrames(a, name), [], 'subscription_count sent although the app did not enable it');
