@@ -50,8 +50,9 @@ async fn websocket_ping_frame_is_answered_with_pong_frame() {
 #[tokio::test]
 async fn server_sends_ping_frame_after_activity_timeout_of_silence() {
     let server = Server::start(fast_keepalive()).await;
-    let mut raw = RawWs::connect_app(server.addr).await;
+    // Measured from before the upgrade request, the client's last frame: never too early.
     let silent_since = Instant::now();
+    let mut raw = RawWs::connect_app(server.addr).await;
     match raw.read_frame(ACTIVITY + RECV_TIMEOUT).await {
         RawNext::Frame {
             opcode: OP_PING, ..
@@ -60,7 +61,7 @@ async fn server_sends_ping_frame_after_activity_timeout_of_silence() {
     }
     let waited = silent_since.elapsed();
     assert!(
-        waited >= ACTIVITY - Duration::from_millis(100),
+        waited >= ACTIVITY,
         "pinged after only {waited:?} of silence (activity_timeout is {ACTIVITY:?})"
     );
 }
@@ -77,9 +78,11 @@ async fn client_silent_after_ping_is_closed_with_4201() {
     }
     let pinged_at = Instant::now();
     raw.expect_close(4201, PONG + RECV_TIMEOUT).await;
+    // Half the timeout as margin: reading the ping may lag its sending on a loaded box.
     assert!(
-        pinged_at.elapsed() >= PONG - Duration::from_millis(100),
-        "closed before pong_timeout passed"
+        pinged_at.elapsed() >= PONG / 2,
+        "closed {:?} after the ping, pong_timeout is {PONG:?}",
+        pinged_at.elapsed()
     );
 }
 

@@ -1,5 +1,5 @@
-//! Limits that protect the server and other clients: a slow reader's bounded outbox, and
-//! the per-app publish limits taken from config.
+//! Limits that protect the server and other clients: a slow reader's bounded outbox, the write
+//! timeout for a reader that is stuck, and the per-app publish limits taken from config.
 //! Rules: protocol-spec/limits.md.
 
 mod common;

@@ -149,6 +149,14 @@ pub fn channel_auth(
     format!("{key}:{}", hmac_hex(secret, &to_sign))
 }
 
+/// `key:hex(hmac(secret, "socket_id::user::user_data"))`: the `auth` of a `pusher:signin`.
+pub fn signin_auth(key: &str, secret: &str, socket_id: &str, user_data: &str) -> String {
+    format!(
+        "{key}:{}",
+        hmac_hex(secret, &format!("{socket_id}::user::{user_data}"))
+    )
+}
+
 /// Parses the JSON held in a frame's string `data`; panics if `data` is not a JSON string.
 pub fn data_json(frame: &Value) -> Value {
     let text = frame["data"]
@@ -513,6 +521,37 @@ impl Client {
             .await;
         let frame = self.expect_subscribed(channel).await;
         data_json(&frame)
+    }
+
+    /// A valid sign-in `auth` for this socket and `user_data`.
+    pub fn signin_token(&self, user_data: &str) -> String {
+        signin_auth(&self.key, &self.secret, &self.socket_id, user_data)
+    }
+
+    /// Sends `pusher:signin` with the given fields.
+    pub async fn send_signin(&mut self, auth: &str, user_data: &str) {
+        self.send_json(&json!({
+            "event": "pusher:signin",
+            "data": {"auth": auth, "user_data": user_data}
+        }))
+        .await;
+    }
+
+    /// Signs in with a valid signature and checks the exact `pusher:signin_success` frame.
+    /// Frames that follow it (watchlist events, errors) are left unread.
+    pub async fn signin(&mut self, user_data: &str) {
+        let auth = self.signin_token(user_data);
+        self.send_signin(&auth, user_data).await;
+        self.expect_json(&json!({
+            "event": "pusher:signin_success",
+            "data": {"user_data": user_data}
+        }))
+        .await;
+    }
+
+    /// Signs in as `id` with `user_data` `{"id":id}`.
+    pub async fn signin_as(&mut self, id: &str) {
+        self.signin(&json!({ "id": id }).to_string()).await;
     }
 
     pub async fn unsubscribe(&mut self, channel: &str) {
@@ -974,6 +1013,12 @@ impl Api {
     pub async fn get(&self, suffix: &str, params: &[(&str, &str)]) -> ApiResponse {
         let req = self.signed("GET", &self.path(suffix), params, b"");
         self.send(&req).await
+    }
+
+    /// Signed `POST /apps/{id}/users/{user}/terminate_connections` with body `{}`.
+    pub async fn terminate(&self, user: &str) -> ApiResponse {
+        self.post(&format!("/users/{user}/terminate_connections"), &json!({}))
+            .await
     }
 
     /// Publishes one event to one channel and asserts `200 {}`.
