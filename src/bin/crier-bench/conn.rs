@@ -107,7 +107,7 @@ struct Logic {
     closed: Option<Option<u16>>,
     count_events: bool,
     seen: Seen,
-    out: Vec<u8>,     // pending pong payloads as (opcode, payload) encoded later
+    out: Vec<u8>, // pending pong payloads as (opcode, payload) encoded later
     pong_frames: Vec<(u8, Vec<u8>)>,
 }
 
@@ -136,7 +136,10 @@ impl Logic {
                         inc(&c.received_total);
                         if self.seen.record(seq) {
                             inc(&c.received_unique);
-                            self.sh.lat_hist.borrow_mut().record(now.saturating_sub(sent) / 1000);
+                            self.sh
+                                .lat_hist
+                                .borrow_mut()
+                                .record(now.saturating_sub(sent) / 1000);
                         } else {
                             inc(&c.dups);
                         }
@@ -169,7 +172,8 @@ impl Logic {
             "pusher_internal:subscription_succeeded" => self.subscribed = true,
             "pusher:ping" => {
                 inc(&self.sh.c.pusher_pings);
-                self.pong_frames.push((0x1, br#"{"event":"pusher:pong","data":{}}"#.to_vec()));
+                self.pong_frames
+                    .push((0x1, br#"{"event":"pusher:pong","data":{}}"#.to_vec()));
             }
             "pusher:pong" => {}
             "pusher:error" => {
@@ -182,7 +186,8 @@ impl Logic {
             }
             "pusher:subscription_error" => {
                 self.sub_error = true;
-                self.sh.err(format!("pusher:subscription_error {}", v["data"]));
+                self.sh
+                    .err(format!("pusher:subscription_error {}", v["data"]));
             }
             _ => inc(&self.sh.c.other_events),
         }
@@ -223,16 +228,30 @@ async fn pump(ws: &mut WsConn, lg: &mut Logic) -> bool {
 
 fn note_close(lg: &Logic) {
     match lg.closed {
-        Some(code) => lg.sh.err(format!("closed by server, code {}", code.map(|c| c.to_string()).unwrap_or("none".into()))),
+        Some(code) => lg.sh.err(format!(
+            "closed by server, code {}",
+            code.map(|c| c.to_string()).unwrap_or("none".into())
+        )),
         None => lg.sh.err("connection ended (EOF/error)"),
     }
 }
 
-async fn open_established(sh: &Rc<Shared>, lg: &mut Logic, src: Ipv4Addr, rcvbuf: Option<u32>) -> Result<WsConn, String> {
-    let mut ws = ws::open(&sh.target, src, rcvbuf, &mut |m| lg.on(m)).await.map_err(|e| {
-        let s = e.to_string();
-        if s.starts_with("upgrade refused") { s } else { format!("connect: {}", e.kind()) }
-    })?;
+async fn open_established(
+    sh: &Rc<Shared>,
+    lg: &mut Logic,
+    src: Ipv4Addr,
+    rcvbuf: Option<u32>,
+) -> Result<WsConn, String> {
+    let mut ws = ws::open(&sh.target, src, rcvbuf, &mut |m| lg.on(m))
+        .await
+        .map_err(|e| {
+            let s = e.to_string();
+            if s.starts_with("upgrade refused") {
+                s
+            } else {
+                format!("connect: {}", e.kind())
+            }
+        })?;
     while !lg.established {
         if lg.sub_error {
             return Err("pusher:error before connection_established".into());
@@ -255,7 +274,11 @@ pub(crate) async fn conn_task(sh: Rc<Shared>, gi: usize, sem: Rc<Semaphore>) {
     let mut phase = sh.phase.subscribe();
     let mut upto = sh.sub_upto.subscribe();
     let mut lg = Logic::new(sh.clone(), !stalled);
-    let rcvbuf = if stalled && spec.stalled_rcvbuf > 0 { Some(spec.stalled_rcvbuf) } else { None };
+    let rcvbuf = if stalled && spec.stalled_rcvbuf > 0 {
+        Some(spec.stalled_rcvbuf)
+    } else {
+        None
+    };
 
     let permit = sem.acquire().await.ok();
     let t0 = now_ns();
@@ -387,7 +410,9 @@ async fn churn_conn(sh: Rc<Shared>, n: u64) {
     let body = async {
         let mut ws = open_established(&sh, &mut lg, src, None).await?;
         let ch = format!("{}{}", spec.channel_prefix, channel);
-        ws.send_text(&subscribe_msg(&ch)).await.map_err(|e| format!("churn write: {}", e.kind()))?;
+        ws.send_text(&subscribe_msg(&ch))
+            .await
+            .map_err(|e| format!("churn write: {}", e.kind()))?;
         while !lg.subscribed {
             if lg.sub_error || !pump(&mut ws, &mut lg).await {
                 return Err("churn: subscribe failed".to_string());
@@ -409,7 +434,9 @@ async fn churn_conn(sh: Rc<Shared>, n: u64) {
             return;
         }
     };
-    sh.churn_conn_hist.borrow_mut().record((now_ns() - t0) / 1000);
+    sh.churn_conn_hist
+        .borrow_mut()
+        .record((now_ns() - t0) / 1000);
     inc(&sh.c.churn_ok);
     let _ = tokio::time::timeout(Duration::from_millis(cs.hold_ms), async {
         while pump(&mut ws, &mut lg).await {}
@@ -472,7 +499,8 @@ mod tests {
     }
     #[test]
     fn bench_parse() {
-        let p = br#"{"event":"bench-event","channel":"bench-0","data":"cb|17|1700000000123456789|xx"}"#;
+        let p =
+            br#"{"event":"bench-event","channel":"bench-0","data":"cb|17|1700000000123456789|xx"}"#;
         assert_eq!(parse_bench(p), Some((17, 1700000000123456789)));
         assert_eq!(parse_bench(br#"{"event":"x"}"#), None);
     }

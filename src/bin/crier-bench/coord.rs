@@ -64,7 +64,12 @@ impl Workers {
             loop {
                 let line = tokio::time::timeout_at(end, p.out.next_line())
                     .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("worker {i}: no '{ev}' in time")))??;
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("worker {i}: no '{ev}' in time"),
+                        )
+                    })??;
                 let Some(line) = line else {
                     return Err(io::Error::other(format!("worker {i} exited before '{ev}'")));
                 };
@@ -78,17 +83,26 @@ impl Workers {
         Ok(res)
     }
 
-    pub(crate) async fn cmd(&mut self, cmd: Value, ev: &str, timeout_ms: u64) -> io::Result<Vec<Value>> {
+    pub(crate) async fn cmd(
+        &mut self,
+        cmd: Value,
+        ev: &str,
+        timeout_ms: u64,
+    ) -> io::Result<Vec<Value>> {
         let mut cmd = cmd;
         cmd["timeout_ms"] = json!(timeout_ms);
         self.send(&cmd).await?;
-        self.recv(ev, Duration::from_millis(timeout_ms + 15_000)).await
+        self.recv(ev, Duration::from_millis(timeout_ms + 15_000))
+            .await
     }
 
     pub(crate) async fn shutdown(mut self) {
         let _ = self.send(&json!({"cmd": "exit"})).await;
         for p in &mut self.procs {
-            if tokio::time::timeout(Duration::from_secs(5), p.child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), p.child.wait())
+                .await
+                .is_err()
+            {
                 let _ = p.child.kill().await;
             }
         }
@@ -99,7 +113,11 @@ pub(crate) fn sum(rs: &[Value], k: &str) -> u64 {
     rs.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum()
 }
 pub(crate) fn min_nz(rs: &[Value], k: &str) -> u64 {
-    rs.iter().filter_map(|r| r[k].as_u64()).filter(|v| *v > 0).min().unwrap_or(0)
+    rs.iter()
+        .filter_map(|r| r[k].as_u64())
+        .filter(|v| *v > 0)
+        .min()
+        .unwrap_or(0)
 }
 pub(crate) fn max(rs: &[Value], k: &str) -> u64 {
     rs.iter().filter_map(|r| r[k].as_u64()).max().unwrap_or(0)

@@ -33,7 +33,12 @@ pub(crate) fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-pub(crate) fn measure(sockets: usize, writes: u64, size: usize, nodelay: bool) -> std::io::Result<FloorResult> {
+pub(crate) fn measure(
+    sockets: usize,
+    writes: u64,
+    size: usize,
+    nodelay: bool,
+) -> std::io::Result<FloorResult> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut writers = Vec::new();
@@ -48,7 +53,10 @@ pub(crate) fn measure(sockets: usize, writes: u64, size: usize, nodelay: bool) -
     }
     // Reader: one current-thread tokio runtime draining every socket, as a client would.
     let reader = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let mut tasks = Vec::new();
             for r in readers {
@@ -120,9 +128,12 @@ pub(crate) fn run(a: &crate::FloorArgs, out: &mut crate::scenarios::Out) -> Resu
         if a.nagle { "off" } else { "on" }
     ));
     if a.sockets > 9_500 {
-        return Err("--sockets: at most 9,500 (both ends of each socket live in this process)".into());
+        return Err(
+            "--sockets: at most 9,500 (both ends of each socket live in this process)".into(),
+        );
     }
-    let r = measure(a.sockets.max(1), a.writes.max(1000), a.size, !a.nagle).map_err(|e| e.to_string())?;
+    let r = measure(a.sockets.max(1), a.writes.max(1000), a.size, !a.nagle)
+        .map_err(|e| e.to_string())?;
     out.line(format!(
         "writer thread CPU: {:.2} µs per write (schedstat); writer+reader process {:.2} µs; whole machine {:.2} µs; wall {:.2} µs",
         r.us_per_write_thread, r.process_us_per_write, r.machine_us_per_write, r.wall_us_per_write

@@ -42,7 +42,13 @@ fn value_of(i: usize) -> u64 {
 
 impl Hist {
     pub(crate) fn new() -> Self {
-        Hist { counts: Vec::new(), n: 0, min: u64::MAX, max: 0, sum: 0 }
+        Hist {
+            counts: Vec::new(),
+            n: 0,
+            min: u64::MAX,
+            max: 0,
+            sum: 0,
+        }
     }
 
     pub(crate) fn record(&mut self, v: u64) {
@@ -87,7 +93,11 @@ impl Hist {
     }
 
     pub(crate) fn mean(&self) -> f64 {
-        if self.n == 0 { 0.0 } else { self.sum as f64 / self.n as f64 }
+        if self.n == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.n as f64
+        }
     }
 
     pub(crate) fn to_json(&self) -> Value {
@@ -115,7 +125,11 @@ impl Hist {
             }
         }
         h.n = v["n"].as_u64().unwrap_or(0);
-        h.min = if h.n == 0 { u64::MAX } else { v["min"].as_u64().unwrap_or(0) };
+        h.min = if h.n == 0 {
+            u64::MAX
+        } else {
+            v["min"].as_u64().unwrap_or(0)
+        };
         h.max = v["max"].as_u64().unwrap_or(0);
         h.sum = v["sum"].as_f64().unwrap_or(0.0) as u128;
         h
@@ -153,7 +167,10 @@ mod tests {
         for v in [0u64, 1, 127, 128, 129, 255, 256, 1000, 12345, 1 << 40] {
             let i = index(v);
             let m = value_of(i);
-            assert!((m as f64 - v as f64).abs() <= v as f64 * 0.02 + 1.0, "{v} {m}");
+            assert!(
+                (m as f64 - v as f64).abs() <= v as f64 * 0.02 + 1.0,
+                "{v} {m}"
+            );
         }
         let mut h = Hist::new();
         for v in 1..=1000 {

@@ -33,9 +33,18 @@ impl Api {
         self.signed_request("POST", "events", body, unix_secs())
     }
 
-    pub(crate) fn signed_request(&self, method: &str, endpoint: &str, body: &[u8], ts: u64) -> Vec<u8> {
+    pub(crate) fn signed_request(
+        &self,
+        method: &str,
+        endpoint: &str,
+        body: &[u8],
+        ts: u64,
+    ) -> Vec<u8> {
         let path = format!("/apps/{}/{}", self.app_id, endpoint);
-        let mut query = format!("auth_key={}&auth_timestamp={}&auth_version=1.0", self.key, ts);
+        let mut query = format!(
+            "auth_key={}&auth_timestamp={}&auth_version=1.0",
+            self.key, ts
+        );
         if !body.is_empty() {
             query.push_str("&body_md5=");
             query.push_str(&hex::encode(Md5::digest(body)));
@@ -48,7 +57,11 @@ impl Api {
         .into_bytes();
         if !body.is_empty() {
             req.extend_from_slice(
-                format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()).as_bytes(),
+                format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                    body.len()
+                )
+                .as_bytes(),
             );
         }
         req.extend_from_slice(b"\r\n");
@@ -67,7 +80,12 @@ pub(crate) struct HttpConn {
 
 impl HttpConn {
     pub(crate) fn new(addr: SocketAddr) -> Self {
-        HttpConn { addr, stream: None, buf: Vec::with_capacity(4096), reconnects: 0 }
+        HttpConn {
+            addr,
+            stream: None,
+            buf: Vec::with_capacity(4096),
+            reconnects: 0,
+        }
     }
 
     /// Sends `req` and returns (status, body). Retries once on a stale keep-alive connection.
@@ -107,7 +125,10 @@ impl HttpConn {
             match s.try_read(&mut self.buf[old..]) {
                 Ok(0) => {
                     self.buf.truncate(old);
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "http connection closed"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "http connection closed",
+                    ));
                 }
                 Ok(n) => {
                     self.buf.truncate(old + n);
@@ -207,12 +228,18 @@ mod tests {
     fn docs_vector() {
         // shared/pusher-protocol.md §10.2 worked example
         let body = br#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
-        assert_eq!(hex::encode(Md5::digest(body)), "ec365a775a4cd0599faeb73354201b6f");
+        assert_eq!(
+            hex::encode(Md5::digest(body)),
+            "ec365a775a4cd0599faeb73354201b6f"
+        );
         let s = sign(
             "7ad3773142a6692b25b8",
             "POST\n/apps/3/events\nauth_key=278d425bdf160c739803&auth_timestamp=1353088179&auth_version=1.0&body_md5=ec365a775a4cd0599faeb73354201b6f",
         );
-        assert_eq!(s, "da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c");
+        assert_eq!(
+            s,
+            "da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c"
+        );
         let api = Api {
             addr: "127.0.0.1:1".parse().unwrap(),
             host_header: "x".into(),
@@ -220,7 +247,10 @@ mod tests {
             key: "278d425bdf160c739803".into(),
             secret: "7ad3773142a6692b25b8".into(),
         };
-        let req = String::from_utf8(api.signed_request("POST", "events", body, 1353088179)).unwrap();
-        assert!(req.contains("auth_signature=da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c"));
+        let req =
+            String::from_utf8(api.signed_request("POST", "events", body, 1353088179)).unwrap();
+        assert!(req.contains(
+            "auth_signature=da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c"
+        ));
     }
 }

@@ -19,7 +19,11 @@ use std::net::Ipv4Addr;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "crier-bench", version, about = "Load generator for Pusher-compatible servers (loopback only)")]
+#[command(
+    name = "crier-bench",
+    version,
+    about = "Load generator for Pusher-compatible servers (loopback only)"
+)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) g: Global,
@@ -30,16 +34,31 @@ pub(crate) struct Cli {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Global {
     /// WebSocket base URL of the server (loopback only).
-    #[arg(long, global = true, env = "CRIER_BENCH_URL", default_value = "ws://127.0.0.1:6001")]
+    #[arg(
+        long,
+        global = true,
+        env = "CRIER_BENCH_URL",
+        default_value = "ws://127.0.0.1:6001"
+    )]
     pub(crate) url: String,
     /// HTTP API base URL; defaults to the WebSocket host and port.
     #[arg(long, global = true, env = "CRIER_BENCH_API_URL")]
     pub(crate) api_url: Option<String>,
     #[arg(long, global = true, env = "CRIER_BENCH_APP_ID", default_value = "1")]
     pub(crate) app_id: String,
-    #[arg(long, global = true, env = "CRIER_BENCH_KEY", default_value = "app-key")]
+    #[arg(
+        long,
+        global = true,
+        env = "CRIER_BENCH_KEY",
+        default_value = "app-key"
+    )]
     pub(crate) key: String,
-    #[arg(long, global = true, env = "CRIER_BENCH_SECRET", default_value = "app-secret")]
+    #[arg(
+        long,
+        global = true,
+        env = "CRIER_BENCH_SECRET",
+        default_value = "app-secret"
+    )]
     pub(crate) secret: String,
     /// PID of the server process, for its RSS and CPU time (read from /proc).
     #[arg(long, global = true)]

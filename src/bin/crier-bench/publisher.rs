@@ -96,7 +96,10 @@ pub(crate) async fn publish(api: &Api, cfg: &PubCfg) -> PubResult {
                         }
                         Ok((s, b)) => {
                             res.failed += 1;
-                            let msg = String::from_utf8_lossy(&b).chars().take(120).collect::<String>();
+                            let msg = String::from_utf8_lossy(&b)
+                                .chars()
+                                .take(120)
+                                .collect::<String>();
                             *res.statuses.entry(format!("HTTP {s}: {msg}")).or_insert(0) += 1;
                             false
                         }
@@ -118,7 +121,9 @@ pub(crate) async fn publish(api: &Api, cfg: &PubCfg) -> PubResult {
     for h in handles {
         reconnects += h.await.unwrap_or(0);
     }
-    let mut r = Rc::try_unwrap(res).map(|c| c.into_inner()).unwrap_or_default();
+    let mut r = Rc::try_unwrap(res)
+        .map(|c| c.into_inner())
+        .unwrap_or_default();
     r.t_end = now_ns();
     r.reconnects = reconnects;
     r

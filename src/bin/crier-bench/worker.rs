@@ -14,9 +14,9 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::LocalSet;
 
+use crate::conn::{churn_loop, conn_task};
 use crate::hist::Hist;
 use crate::sys::{now_ns, rss_kb};
-use crate::conn::{churn_loop, conn_task};
 use crate::ws::WsTarget;
 
 pub(crate) const PHASE_CONNECT: u8 = 0;
@@ -146,7 +146,11 @@ async fn wait_until(deadline_ms: u64, mut done: impl FnMut() -> bool) {
 }
 
 async fn worker_main(spec: WorkerSpec) {
-    let target = WsTarget { addr: spec.addr, host_header: spec.host_header.clone(), path: spec.path.clone() };
+    let target = WsTarget {
+        addr: spec.addr,
+        host_header: spec.host_header.clone(),
+        path: spec.path.clone(),
+    };
     let (tx, _rx) = watch::channel(PHASE_CONNECT);
     let (utx, _urx) = watch::channel(0u64);
     let sh = Rc::new(Shared {
@@ -185,11 +189,16 @@ async fn worker_main(spec: WorkerSpec) {
                     tokio::task::spawn_local(conn_task(sh.clone(), gi, sem.clone()));
                 }
                 let c = &sh.c;
-                wait_until(timeout_ms, || c.connected.get() + c.connect_failed.get() >= n).await;
-                emit(json!({"ev": "connected", "ok": c.connected.get(), "failed": c.connect_failed.get(),
+                wait_until(timeout_ms, || {
+                    c.connected.get() + c.connect_failed.get() >= n
+                })
+                .await;
+                emit(
+                    json!({"ev": "connected", "ok": c.connected.get(), "failed": c.connect_failed.get(),
                     "t_first": c.t_conn_first.get(), "t_last": c.t_conn_last.get(),
                     "hist": sh.conn_hist.borrow().to_json(), "errors": errors_json(&sh),
-                    "rss_kb": rss_kb("self").unwrap_or(0), "rss0_kb": rss0}));
+                    "rss_kb": rss_kb("self").unwrap_or(0), "rss0_kb": rss0}),
+                );
             }
             "subscribe" => {
                 // Subscribe every connection whose global index is below `upto` (default: all).
@@ -205,14 +214,19 @@ async fn worker_main(spec: WorkerSpec) {
                 sh.phase.send_replace(PHASE_SUBSCRIBE);
                 sh.sub_upto.send_replace(upto);
                 let c = &sh.c;
-                wait_until(timeout_ms, || c.subscribed.get() + c.sub_failed.get() >= target).await;
+                wait_until(timeout_ms, || {
+                    c.subscribed.get() + c.sub_failed.get() >= target
+                })
+                .await;
                 let mut times = std::mem::take(&mut *sh.sub_times.borrow_mut());
                 times.sort_unstable();
-                emit(json!({"ev": "subscribed", "ok": c.subscribed.get(), "failed": c.sub_failed.get(),
+                emit(
+                    json!({"ev": "subscribed", "ok": c.subscribed.get(), "failed": c.sub_failed.get(),
                     "t_cmd": t_cmd, "t_first": c.t_sub_first.get(), "t_last": c.t_sub_last.get(),
                     "stalled": c.stalled_subscribed.get(),
                     "hist": sh.sub_hist.borrow().to_json(), "times": times, "errors": errors_json(&sh),
-                    "rss_kb": rss_kb("self").unwrap_or(0), "cpu_ticks": crate::sys::cpu_ticks("self").unwrap_or(0)}));
+                    "rss_kb": rss_kb("self").unwrap_or(0), "cpu_ticks": crate::sys::cpu_ticks("self").unwrap_or(0)}),
+                );
             }
             "churn_start" => {
                 if spec.churn.is_some() && !sh.churn_on.get() {
@@ -225,32 +239,41 @@ async fn worker_main(spec: WorkerSpec) {
                 sh.churn_on.set(false);
                 let c = &sh.c;
                 wait_until(timeout_ms, || c.churn_inflight.get() == 0).await;
-                emit(json!({"ev": "churn_stopped", "started": c.churn_started.get(), "ok": c.churn_ok.get(),
+                emit(
+                    json!({"ev": "churn_stopped", "started": c.churn_started.get(), "ok": c.churn_ok.get(),
                     "failed": c.churn_failed.get(), "skipped": c.churn_skipped.get(),
-                    "inflight": c.churn_inflight.get(), "hist": sh.churn_conn_hist.borrow().to_json()}));
+                    "inflight": c.churn_inflight.get(), "hist": sh.churn_conn_hist.borrow().to_json()}),
+                );
             }
             "stats" => {
                 let c = &sh.c;
-                emit(json!({"ev": "stats", "received": c.received_unique.get(), "closed": c.closed_after_open.get()}));
+                emit(
+                    json!({"ev": "stats", "received": c.received_unique.get(), "closed": c.closed_after_open.get()}),
+                );
             }
             "finish" => {
-                let published: Vec<u64> =
-                    cmd["published"].as_array().map(|a| a.iter().map(|v| v.as_u64().unwrap_or(0)).collect()).unwrap_or_default();
-                let expected: u64 = sh
-                    .c
-                    .readers_per_channel
-                    .borrow()
-                    .iter()
-                    .enumerate()
-                    .map(|(ch, r)| r * published.get(ch).copied().unwrap_or(0))
-                    .sum();
+                let published: Vec<u64> = cmd["published"]
+                    .as_array()
+                    .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(0)).collect())
+                    .unwrap_or_default();
+                let expected: u64 =
+                    sh.c.readers_per_channel
+                        .borrow()
+                        .iter()
+                        .enumerate()
+                        .map(|(ch, r)| r * published.get(ch).copied().unwrap_or(0))
+                        .sum();
                 let c = &sh.c;
                 wait_until(timeout_ms, || c.received_unique.get() >= expected).await;
                 let t_done = now_ns();
                 let cpu_ticks = crate::sys::cpu_ticks("self").unwrap_or(0);
                 sh.phase.send_replace(PHASE_FINISH);
-                wait_until(5_000, || c.stalled_checked.get() >= c.stalled_subscribed.get()).await;
-                emit(json!({"ev": "result", "expected": expected, "received": c.received_unique.get(),
+                wait_until(5_000, || {
+                    c.stalled_checked.get() >= c.stalled_subscribed.get()
+                })
+                .await;
+                emit(
+                    json!({"ev": "result", "expected": expected, "received": c.received_unique.get(),
                     "received_total": c.received_total.get(), "dups": c.dups.get(),
                     "t_first_recv": c.t_first_recv.get(), "t_last_recv": c.t_last_recv.get(), "t_done": t_done,
                     "closed": c.closed_after_open.get(), "stalled": c.stalled_subscribed.get(),
@@ -258,7 +281,8 @@ async fn worker_main(spec: WorkerSpec) {
                     "pusher_pings": c.pusher_pings.get(), "ws_pings": c.ws_pings.get(),
                     "pusher_errors": c.pusher_errors.get(), "other_events": c.other_events.get(),
                     "lat": sh.lat_hist.borrow().to_json(), "errors": errors_json(&sh),
-                    "rss_kb": rss_kb("self").unwrap_or(0), "cpu_ticks": cpu_ticks}));
+                    "rss_kb": rss_kb("self").unwrap_or(0), "cpu_ticks": cpu_ticks}),
+                );
             }
             "exit" => return,
             _ => {}
@@ -274,9 +298,11 @@ pub(crate) fn run(spec_json: &str) {
         eprintln!("crier-bench worker: time limit reached, exiting");
         std::process::exit(3);
     });
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let local = LocalSet::new();
     local.block_on(&rt, worker_main(spec));
     std::process::exit(0);
 }
-

@@ -118,7 +118,11 @@ fn drain<F: FnMut(In<'_>)>(
                 }
             }
             0x8 => {
-                let code = if payload.len() >= 2 { Some(u16::from_be_bytes([payload[0], payload[1]])) } else { None };
+                let code = if payload.len() >= 2 {
+                    Some(u16::from_be_bytes([payload[0], payload[1]]))
+                } else {
+                    None
+                };
                 f(In::Close(code));
             }
             0x9 => f(In::Ping(payload)),
@@ -177,11 +181,21 @@ fn b64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in input.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         s.push(T[(n >> 18) as usize & 63] as char);
         s.push(T[(n >> 12) as usize & 63] as char);
-        s.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        s.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        s.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        s.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     s
 }
@@ -193,7 +207,10 @@ pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let first = needle[0];
     let mut i = 0;
     while i + needle.len() <= hay.len() {
-        match hay[i..hay.len() - needle.len() + 1].iter().position(|b| *b == first) {
+        match hay[i..hay.len() - needle.len() + 1]
+            .iter()
+            .position(|b| *b == first)
+        {
             None => return None,
             Some(p) => {
                 i += p;
@@ -235,7 +252,12 @@ pub(crate) async fn open<F: FnMut(In<'_>)>(
         stream.readable().await?;
         let mut tmp = [0u8; 1024];
         match stream.try_read(&mut tmp) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during upgrade")),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed during upgrade",
+                ));
+            }
             Ok(n) => buf.extend_from_slice(&tmp[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -252,7 +274,11 @@ pub(crate) async fn open<F: FnMut(In<'_>)>(
         let s = String::from_utf8_lossy(status_line).trim().to_string();
         return Err(io::Error::other(format!("upgrade refused: {s}")));
     }
-    let mut conn = WsConn { stream, fb: FrameBuf::default(), mask: rand::random::<u32>() | 1 };
+    let mut conn = WsConn {
+        stream,
+        fb: FrameBuf::default(),
+        mask: rand::random::<u32>() | 1,
+    };
     if end < buf.len() {
         conn.fb.feed(&buf[end..], f)?;
     }
@@ -308,7 +334,11 @@ impl WsConn {
     }
 
     /// Non-blocking: reads up to `max_reads` chunks. None if nothing was available.
-    pub(crate) fn try_read_all<F: FnMut(In<'_>)>(&mut self, f: &mut F, max_reads: usize) -> io::Result<Option<bool>> {
+    pub(crate) fn try_read_all<F: FnMut(In<'_>)>(
+        &mut self,
+        f: &mut F,
+        max_reads: usize,
+    ) -> io::Result<Option<bool>> {
         let stream = &self.stream;
         let fb = &mut self.fb;
         SCRATCH.with(|s| {

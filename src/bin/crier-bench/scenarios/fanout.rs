@@ -9,7 +9,12 @@ use serde_json::json;
 use super::*;
 use crate::{ChurnArgs, FanoutArgs};
 
-pub(super) async fn fanout(c: &Ctx, a: &FanoutArgs, churn: Option<&ChurnArgs>, out: &mut Out) -> Res<()> {
+pub(super) async fn fanout(
+    c: &Ctx,
+    a: &FanoutArgs,
+    churn: Option<&ChurnArgs>,
+    out: &mut Out,
+) -> Res<()> {
     let s = a.subscribers;
     let stalled = ((s as f64) * a.stalled_pct / 100.0).round() as usize;
     out.line(format!(
@@ -34,7 +39,14 @@ pub(super) async fn fanout(c: &Ctx, a: &FanoutArgs, churn: Option<&ChurnArgs>, o
     }
     let mut specs = plan(
         c,
-        &Plan { total: s, stalled, channels: a.channels, record_sub_times: false, churn: churn_spec, reserve_fds: reserve },
+        &Plan {
+            total: s,
+            stalled,
+            channels: a.channels,
+            record_sub_times: false,
+            churn: churn_spec,
+            reserve_fds: reserve,
+        },
     );
     let nw = specs.len();
     for sp in &mut specs {
@@ -48,10 +60,14 @@ pub(super) async fn fanout(c: &Ctx, a: &FanoutArgs, churn: Option<&ChurnArgs>, o
     let (_, subs, sub_reports) = connect_subscribe(c, &mut w, s, out).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     if churn.is_some() {
-        w.cmd(json!({"cmd": "churn_start"}), "churn_started", 5_000).await.map_err(|e| e.to_string())?;
+        w.cmd(json!({"cmd": "churn_start"}), "churn_started", 5_000)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let channels: Vec<String> = (0..a.channels.max(1)).map(|i| format!("{}{}", c.g.channel_prefix, i)).collect();
+    let channels: Vec<String> = (0..a.channels.max(1))
+        .map(|i| format!("{}{}", c.g.channel_prefix, i))
+        .collect();
     let cfg = PubCfg {
         channels,
         events: a.events,
@@ -63,16 +79,27 @@ pub(super) async fn fanout(c: &Ctx, a: &FanoutArgs, churn: Option<&ChurnArgs>, o
     let s0 = snap(c.pid.as_deref());
     let pr = publisher::publish(&c.api, &cfg).await;
     let churn_res = if churn.is_some() {
-        Some(w.cmd(json!({"cmd": "churn_stop"}), "churn_stopped", 10_000).await.map_err(|e| e.to_string())?)
+        Some(
+            w.cmd(json!({"cmd": "churn_stop"}), "churn_stopped", 10_000)
+                .await
+                .map_err(|e| e.to_string())?,
+        )
     } else {
         None
     };
     let res = w
-        .cmd(json!({"cmd": "finish", "published": pr.published}), "result", a.drain_ms)
+        .cmd(
+            json!({"cmd": "finish", "published": pr.published}),
+            "result",
+            a.drain_ms,
+        )
         .await
         .map_err(|e| e.to_string())?;
     let s1 = snap(c.pid.as_deref());
-    let worker_secs = (coord::sum(&res, "cpu_ticks") as f64 - coord::sum(&sub_reports, "cpu_ticks") as f64).max(0.0) / 100.0;
+    let worker_secs = (coord::sum(&res, "cpu_ticks") as f64
+        - coord::sum(&sub_reports, "cpu_ticks") as f64)
+        .max(0.0)
+        / 100.0;
     report_publish(out, &pr);
     let expected = coord::sum(&res, "expected");
     let received = coord::sum(&res, "received");
@@ -93,7 +120,16 @@ pub(super) async fn fanout(c: &Ctx, a: &FanoutArgs, churn: Option<&ChurnArgs>, o
         coord::sum(&res, "stalled")
     ));
     errors_line(out, &coord::errors(&res));
-    cpu_fields(c, &s0, &s1, received, "delivery", out, a.floor_us, worker_secs);
+    cpu_fields(
+        c,
+        &s0,
+        &s1,
+        received,
+        "delivery",
+        out,
+        a.floor_us,
+        worker_secs,
+    );
     out.set(
         "config",
         json!({"subscribers": s, "stalled": stalled, "channels": a.channels, "events": a.events,
@@ -155,4 +191,3 @@ pub(super) fn report_publish(out: &mut Out, pr: &PubResult) {
 pub(super) async fn churn(c: &Ctx, a: &ChurnArgs, out: &mut Out) -> Res<()> {
     fanout(c, &a.fanout, Some(a), out).await
 }
-

@@ -10,15 +10,31 @@ use crate::IdleArgs;
 
 pub(super) async fn idle(c: &Ctx, a: &IdleArgs, out: &mut Out) -> Res<()> {
     let n = a.connections;
-    out.line(format!("idle: {n} connections to {} ({} channel(s)), hold {} s", c.g.url, a.channels, a.hold_secs));
-    let specs = plan(c, &Plan { total: n, stalled: 0, channels: a.channels, record_sub_times: false, churn: None, reserve_fds: 0 });
+    out.line(format!(
+        "idle: {n} connections to {} ({} channel(s)), hold {} s",
+        c.g.url, a.channels, a.hold_secs
+    ));
+    let specs = plan(
+        c,
+        &Plan {
+            total: n,
+            stalled: 0,
+            channels: a.channels,
+            record_sub_times: false,
+            churn: None,
+            reserve_fds: 0,
+        },
+    );
     let rss0 = rss(c);
     let mut w = Workers::spawn(&specs).await.map_err(|e| e.to_string())?;
     let (conns, subs, rs) = connect_subscribe(c, &mut w, n, out).await?;
     let rss_connected = rss(c);
     tokio::time::sleep(Duration::from_secs(a.hold_secs)).await;
     let rss_held = rss(c);
-    let res = w.cmd(json!({"cmd": "finish", "published": []}), "result", 1_000).await.map_err(|e| e.to_string())?;
+    let res = w
+        .cmd(json!({"cmd": "finish", "published": []}), "result", 1_000)
+        .await
+        .map_err(|e| e.to_string())?;
     let closed = coord::sum(&res, "closed");
     let client_rss = coord::sum(&res, "rss_kb");
     let _ = rs;
@@ -35,12 +51,18 @@ pub(super) async fn idle(c: &Ctx, a: &IdleArgs, out: &mut Out) -> Res<()> {
             rss_connected.unwrap_or(0),
             per
         ));
-        out.set("server_rss_kb", json!({"before": r0, "subscribed": rss_connected, "after_hold": r1_}));
+        out.set(
+            "server_rss_kb",
+            json!({"before": r0, "subscribed": rss_connected, "after_hold": r1_}),
+        );
         out.set("server_rss_bytes_per_conn", json!(per.round()));
     } else {
         out.line("server RSS: not measured (no --server-pid)");
     }
-    out.line(format!("client RSS: {client_rss} KiB in {} worker(s)", w.len()));
+    out.line(format!(
+        "client RSS: {client_rss} KiB in {} worker(s)",
+        w.len()
+    ));
     out.set("connections", json!(conns));
     out.set("subscribed", json!(subs));
     out.set("closed_during_hold", json!(closed));
@@ -48,4 +70,3 @@ pub(super) async fn idle(c: &Ctx, a: &IdleArgs, out: &mut Out) -> Res<()> {
     w.shutdown().await;
     Ok(())
 }
-

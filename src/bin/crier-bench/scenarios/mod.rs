@@ -59,7 +59,10 @@ fn parse_hostport(url: &str, schemes: &[&str]) -> Res<(String, u16, SocketAddr)>
     }
     let hostport = rest.split('/').next().unwrap_or("");
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| format!("bad port in {url}"))?),
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse::<u16>().map_err(|_| format!("bad port in {url}"))?,
+        ),
         None => (hostport.to_string(), 80),
     };
     let addr = (host.trim_matches(['[', ']']), port)
@@ -68,7 +71,9 @@ fn parse_hostport(url: &str, schemes: &[&str]) -> Res<(String, u16, SocketAddr)>
         .find(|a| a.is_ipv4())
         .ok_or(format!("{host} has no IPv4 address"))?;
     if !addr.ip().is_loopback() {
-        return Err(format!("refusing non-loopback target {addr}: crier-bench only loads loopback servers"));
+        return Err(format!(
+            "refusing non-loopback target {addr}: crier-bench only loads loopback servers"
+        ));
     }
     Ok((host, port, addr))
 }
@@ -101,7 +106,13 @@ fn ctx(g: &Global) -> Res<Ctx> {
             Ipv4Addr::new(127, 16 + (b / 256) as u8, (b % 256) as u8, 1)
         }
     };
-    Ok(Ctx { g: g.clone(), ws, api, pid: g.server_pid.map(|p| p.to_string()), src_base })
+    Ok(Ctx {
+        g: g.clone(),
+        ws,
+        api,
+        pid: g.server_pid.map(|p| p.to_string()),
+        src_base,
+    })
 }
 
 pub(crate) fn run(cli: Cli) -> i32 {
@@ -128,15 +139,28 @@ pub(crate) fn run(cli: Cli) -> i32 {
     let (b0, t0) = crate::sys::machine_jiffies();
     std::thread::sleep(Duration::from_millis(700));
     let (b1, t1) = crate::sys::machine_jiffies();
-    let bg = if t1 > t0 { 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64 } else { 0.0 };
+    let bg = if t1 > t0 {
+        100.0 * (b1 - b0) as f64 / (t1 - t0) as f64
+    } else {
+        0.0
+    };
     out.line(format!(
         "machine: {} CPUs; {bg:.0}% busy just before the run{}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        if bg > 10.0 { " (WARNING: other load present, figures will be skewed)" } else { "" }
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        if bg > 10.0 {
+            " (WARNING: other load present, figures will be skewed)"
+        } else {
+            ""
+        }
     ));
     out.set("background_busy_pct", json!(bg.round()));
     out.set("src_base", json!(c.src_base.to_string()));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let local = tokio::task::LocalSet::new();
     let limit = Duration::from_secs(cli.g.timeout_secs);
     let r = local.block_on(&rt, async {
@@ -153,7 +177,10 @@ pub(crate) fn run(cli: Cli) -> i32 {
         };
         match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
-            Err(_) => Err(format!("time limit of {} s reached (--timeout-secs)", cli.g.timeout_secs)),
+            Err(_) => Err(format!(
+                "time limit of {} s reached (--timeout-secs)",
+                cli.g.timeout_secs
+            )),
         }
     });
     // Workers were dropped with the future (kill_on_drop).
@@ -182,7 +209,11 @@ struct Plan {
 
 fn plan(c: &Ctx, p: &Plan) -> Vec<WorkerSpec> {
     let cap = c.g.per_worker.saturating_sub(p.reserve_fds).max(1);
-    let w = if c.g.workers > 0 { c.g.workers } else { p.total.div_ceil(cap).max(1) };
+    let w = if c.g.workers > 0 {
+        c.g.workers
+    } else {
+        p.total.div_ceil(cap).max(1)
+    };
     (0..w)
         .map(|i| {
             let start = i * p.total / w;
@@ -190,7 +221,8 @@ fn plan(c: &Ctx, p: &Plan) -> Vec<WorkerSpec> {
             let churn = p.churn.clone().map(|mut cs| {
                 // The /24 block i+1 after the stable connections' block, wrapping inside 127/8.
                 let base = u32::from(c.src_base) & 0xffff_ff00;
-                cs.src_base = 0x7f00_0000 | (base.wrapping_add(((i as u32) + 1) << 8) & 0x00ff_ff00) | 1;
+                cs.src_base =
+                    0x7f00_0000 | (base.wrapping_add(((i as u32) + 1) << 8) & 0x00ff_ff00) | 1;
                 cs.n_addrs = 250;
                 cs
             });
@@ -227,7 +259,13 @@ fn rate(n: u64, s: f64) -> f64 {
 
 fn errors_line(out: &Out, e: &std::collections::BTreeMap<String, u64>) {
     if !e.is_empty() {
-        out.line(format!("  errors: {}", e.iter().map(|(k, v)| format!("{k} ×{v}")).collect::<Vec<_>>().join("; ")));
+        out.line(format!(
+            "  errors: {}",
+            e.iter()
+                .map(|(k, v)| format!("{k} ×{v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
     }
 }
 
@@ -239,7 +277,11 @@ fn listen_overflows() -> u64 {
         if h.starts_with("TcpExt:") {
             let i = h.split_whitespace().position(|k| k == "ListenOverflows");
             if let Some(i) = i {
-                return v.split_whitespace().nth(i).and_then(|x| x.parse().ok()).unwrap_or(0);
+                return v
+                    .split_whitespace()
+                    .nth(i)
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -253,7 +295,10 @@ fn budget(c: &Ctx, total: usize) -> u64 {
 /// Connect phase on every worker; returns the number connected.
 async fn connect_phase(c: &Ctx, w: &mut Workers, total: usize, out: &mut Out) -> Res<u64> {
     let lo0 = listen_overflows();
-    let rs = w.cmd(json!({"cmd": "connect"}), "connected", budget(c, total)).await.map_err(|e| e.to_string())?;
+    let rs = w
+        .cmd(json!({"cmd": "connect"}), "connected", budget(c, total))
+        .await
+        .map_err(|e| e.to_string())?;
     let overflows = listen_overflows().saturating_sub(lo0);
     let ok = coord::sum(&rs, "ok");
     let failed = coord::sum(&rs, "failed");
@@ -284,9 +329,17 @@ async fn connect_phase(c: &Ctx, w: &mut Workers, total: usize, out: &mut Out) ->
 }
 
 /// Connect phase then subscribe phase on every worker; returns (connected, subscribed, sub reports).
-async fn connect_subscribe(c: &Ctx, w: &mut Workers, total: usize, out: &mut Out) -> Res<(u64, u64, Vec<Value>)> {
+async fn connect_subscribe(
+    c: &Ctx,
+    w: &mut Workers,
+    total: usize,
+    out: &mut Out,
+) -> Res<(u64, u64, Vec<Value>)> {
     let ok = connect_phase(c, w, total, out).await?;
-    let rs2 = w.cmd(json!({"cmd": "subscribe"}), "subscribed", budget(c, total)).await.map_err(|e| e.to_string())?;
+    let rs2 = w
+        .cmd(json!({"cmd": "subscribe"}), "subscribed", budget(c, total))
+        .await
+        .map_err(|e| e.to_string())?;
     let sok = coord::sum(&rs2, "ok");
     let sfailed = coord::sum(&rs2, "failed");
     let s2 = secs(coord::min_nz(&rs2, "t_first"), coord::max(&rs2, "t_last"));
@@ -352,8 +405,10 @@ fn cpu_fields(
         }
         out.line(line);
     } else {
-        out.line(format!("machine CPU: {:.2} µs per {unit} (no --server-pid for the server's own)", machine * 1e6 / n));
+        out.line(format!(
+            "machine CPU: {:.2} µs per {unit} (no --server-pid for the server's own)",
+            machine * 1e6 / n
+        ));
     }
     out.set("cpu", j);
 }
-

@@ -14,7 +14,17 @@ pub(super) async fn publish(c: &Ctx, a: &PublishArgs, out: &mut Out) -> Res<()> 
         a.duration_secs, a.http_conns, a.subscribers, c.g.url
     ));
     let prefix = format!("{}pub-", c.g.channel_prefix);
-    let mut specs = plan(c, &Plan { total: a.subscribers, stalled: 0, channels: 1, record_sub_times: false, churn: None, reserve_fds: 0 });
+    let mut specs = plan(
+        c,
+        &Plan {
+            total: a.subscribers,
+            stalled: 0,
+            channels: 1,
+            record_sub_times: false,
+            churn: None,
+            reserve_fds: 0,
+        },
+    );
     for sp in &mut specs {
         sp.channel_prefix = prefix.clone();
     }
@@ -26,7 +36,13 @@ pub(super) async fn publish(c: &Ctx, a: &PublishArgs, out: &mut Out) -> Res<()> 
     } else {
         None
     };
-    for (name, ch) in [("with_subscribers", format!("{prefix}0")), ("without_subscribers", format!("{}nosub-0", c.g.channel_prefix))] {
+    for (name, ch) in [
+        ("with_subscribers", format!("{prefix}0")),
+        (
+            "without_subscribers",
+            format!("{}nosub-0", c.g.channel_prefix),
+        ),
+    ] {
         if name == "with_subscribers" && w.is_none() {
             continue;
         }
@@ -62,13 +78,21 @@ pub(super) async fn publish(c: &Ctx, a: &PublishArgs, out: &mut Out) -> Res<()> 
             let res = w
                 .as_mut()
                 .unwrap()
-                .cmd(json!({"cmd": "finish", "published": pr.published}), "result", a.drain_ms)
+                .cmd(
+                    json!({"cmd": "finish", "published": pr.published}),
+                    "result",
+                    a.drain_ms,
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             let exp = coord::sum(&res, "expected");
             let got = coord::sum(&res, "received");
             let lat = coord::hist(&res, "lat");
-            out.line(format!("  subscribers got {got}/{exp} ({} lost); publish→receive {}", exp.saturating_sub(got), lat.line_ms()));
+            out.line(format!(
+                "  subscribers got {got}/{exp} ({} lost); publish→receive {}",
+                exp.saturating_sub(got),
+                lat.line_ms()
+            ));
             j["expected"] = json!(exp);
             j["delivered"] = json!(got);
             j["lost"] = json!(exp.saturating_sub(got));
@@ -85,4 +109,3 @@ pub(super) async fn publish(c: &Ctx, a: &PublishArgs, out: &mut Out) -> Res<()> 
     }
     Ok(())
 }
-
