@@ -159,7 +159,7 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> std::io::Result<()> {
     let addr = format!("{}:{}", config.server.host, config.server.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
+    let listener = listen(&addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr()?;
@@ -174,6 +174,26 @@ async fn run(config: Config) -> std::io::Result<()> {
     crier::serve(listener, config, shutdown_signal()).await?;
     println!("crier stopped");
     Ok(())
+}
+
+/// Pending connections the kernel queues for accept. Tokio's default of 128 drops SYNs when
+/// hundreds of clients connect at once (every pusher-js client reconnects together after a
+/// restart), and a dropped SYN costs the client a 1 s retransmit.
+const LISTEN_BACKLOG: u32 = 4096;
+
+async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let resolved = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+    let socket = if resolved.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(resolved)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn shutdown_signal() {

@@ -26,8 +26,8 @@ use crate::channels::registry::COUNT_INTERVAL;
 use crate::config::{Config, ServerSettings};
 use crate::http_api;
 use crate::protocol::socket_id::SocketIds;
+use crate::websocket::keepalive::KeepaliveSettings;
 use crate::websocket::upgrade;
-use crate::websocket::writer::WriterSettings;
 
 /// What request handlers and connections share.
 #[derive(Debug)]
@@ -40,11 +40,10 @@ pub struct ServerContext {
 }
 
 impl ServerContext {
-    pub fn writer_settings(&self) -> WriterSettings {
-        WriterSettings {
+    pub fn keepalive_settings(&self) -> KeepaliveSettings {
+        KeepaliveSettings {
             activity_timeout: self.settings.activity_timeout,
             pong_timeout: self.settings.pong_timeout,
-            write_timeout: self.settings.write_timeout,
         }
     }
 }

@@ -3,15 +3,12 @@
 //! Publishers push pre-encoded frames and move on; they never touch the socket. The queue is
 //! bounded in bytes: a push that would overflow it drops what is queued and asks the session
 //! to close with 4100, so one slow reader can never hold memory hostage or slow a broadcast.
-//! The session's writer drains the queue in batches (one vectored write per batch).
+//! The connection's task drains the queue in batches (one vectored write per batch).
 //!
 //! The mutex is a `parking_lot` one held for a queue push or a swap, never across an
 //! `.await`; `Notify` keeps a permit when the writer is busy, so no wake-up is lost.
 
 use std::collections::VecDeque;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -38,14 +35,7 @@ struct Queue {
 pub struct Outbox {
     queue: Mutex<Queue>,
     wake: Notify,
-    /// Wakes the session's reader when a close is requested, so it leaves its channels at
-    /// once instead of when the writer has finished flushing to a possibly stalled peer.
-    closing: Notify,
     limit: usize,
-    /// When the session's reader last received a frame, in milliseconds since [`epoch`];
-    /// the writer's keep-alive reads it. It lives here so a session shares one allocation
-    /// between its reader and writer.
-    last_activity: AtomicU64,
 }
 
 /// What the writer should do next.
@@ -60,9 +50,7 @@ impl Outbox {
         Outbox {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
-            closing: Notify::new(),
             limit,
-            last_activity: AtomicU64::new(millis_since_epoch(Instant::now())),
         }
     }
 
@@ -84,7 +72,6 @@ impl Outbox {
             });
             drop(q);
             self.wake.notify_one();
-            self.closing.notify_one();
             return false;
         }
         q.bytes += frame.len();
@@ -103,14 +90,6 @@ impl Outbox {
         }
         drop(q);
         self.wake.notify_one();
-        self.closing.notify_one();
-    }
-
-    /// Resolves once a close has been requested.
-    pub async fn closing(&self) {
-        while !self.is_closing() {
-            self.closing.notified().await;
-        }
     }
 
     pub fn is_closing(&self) -> bool {
@@ -137,26 +116,6 @@ impl Outbox {
             None => Some(Drained::Frames(frames)),
         }
     }
-
-    pub fn mark_activity(&self) {
-        self.last_activity
-            .store(millis_since_epoch(Instant::now()), Ordering::Relaxed);
-    }
-
-    /// When the peer was last heard from (millisecond precision).
-    pub fn last_activity(&self) -> Instant {
-        epoch() + Duration::from_millis(self.last_activity.load(Ordering::Relaxed))
-    }
-}
-
-/// A process-wide reference instant, so activity fits in one atomic integer.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn millis_since_epoch(t: Instant) -> u64 {
-    t.saturating_duration_since(epoch()).as_millis() as u64
 }
 
 /// The JSON texts of the frames queued in `outbox` (waits for at least one); for tests.

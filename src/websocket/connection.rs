@@ -1,23 +1,33 @@
-//! One WebSocket connection after the upgrade. The task that runs [`run`] reads client
-//! frames and hands complete messages to the [`Session`]; a second task (the writer) owns
-//! the socket's write half and drains the outbox. Publishers only ever see the outbox.
+//! One WebSocket connection after the upgrade, served by a single task: it reads client
+//! frames and hands complete messages to the [`Session`], drains the outbox to the socket,
+//! keeps the connection alive, and closes it when asked. Publishers only ever see the outbox.
+//!
+//! One task instead of a reader and a writer: every step below is cancel-safe (the frame
+//! reader keeps its state in itself, the outbox is drained synchronously, the keep-alive
+//! timer is one pinned `Sleep` reset in place), so a `select!` can wait on all of them, and
+//! an idle connection costs one task. While a write waits on a full socket the connection
+//! does not read; its own client is the only one that can notice.
 //!
 //! Frames are read by [`FrameReader`], which holds no buffer while the socket is idle.
 //! Control frames are answered through the outbox so that every byte written to the socket
 //! comes from one place, in order. Fragments are reassembled here, under the same size limit
 //! as whole messages.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
 
-use super::frame_reader::{FrameError, FrameReader, OpCode};
+use super::frame_reader::{Frame, FrameError, FrameReader, OpCode};
+use super::keepalive::{Action, Keepalive, KeepaliveSettings};
 use super::session::Session;
-use super::writer::{self, WriterSettings};
+use super::socket_writer::write_frames;
 use crate::apps::ConnectionSlot;
+use crate::channels::outbox::Drained;
 use crate::channels::{CloseRequest, Outbox};
 use crate::protocol::codes;
 use crate::protocol::encode;
@@ -26,142 +36,185 @@ use crate::protocol::socket_id::SocketId;
 /// What a connection needs from the server.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
-    pub writer: WriterSettings,
+    pub keepalive: KeepaliveSettings,
+    pub write_timeout: Duration,
     pub max_message_bytes: usize,
     pub outbox_limit_bytes: usize,
 }
 
 /// Serves an accepted connection until it closes.
 pub async fn run(
-    stream: TcpStream,
+    mut stream: TcpStream,
     early_bytes: Bytes,
     slot: ConnectionSlot,
     socket_id: SocketId,
     settings: ConnectionSettings,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    let (mut read_half, write_half) = stream.into_split();
-    let outbox = Arc::new(Outbox::new(settings.outbox_limit_bytes));
-    let mut session = Session::new(slot.app().clone(), socket_id, outbox.clone());
-    session.greet(settings.writer.activity_timeout);
-
-    let mut writer = tokio::spawn(writer::run(
-        write_half,
-        outbox.clone(),
-        settings.writer,
-        shutdown,
-    ));
-
+    let outbox = std::sync::Arc::new(Outbox::new(settings.outbox_limit_bytes));
+    let app = slot.app().clone();
+    let mut session = Session::new(app.clone(), socket_id, outbox.clone());
+    session.greet(settings.keepalive.activity_timeout);
+    let (mut read_half, mut write_half) = stream.split();
     let mut reader = FrameReader::new(early_bytes, settings.max_message_bytes);
+    let mut message: Option<Vec<u8>> = None;
 
-    let mut message: Option<(OpCode, Vec<u8>)> = None;
+    let mut heard = Instant::now();
+    let mut keepalive = Keepalive::new(settings.keepalive);
+    let keepalive_timer = sleep_until(Instant::from_std(keepalive.first_check(heard.into_std())));
+    tokio::pin!(keepalive_timer);
+
     // "Authorized connections": without a sign-in (or a private or presence subscription)
     // by this deadline the connection is closed with 4009.
-    let app = slot.app().clone();
-    let signin_deadline = tokio::time::Instant::now() + app.config.signin_timeout;
+    let signin_deadline = Instant::now() + app.config.signin_timeout;
     let mut must_authorize = app.config.require_signin;
+    let mut shutting_down = *shutdown.borrow();
+    if shutting_down {
+        outbox.close(shutdown_request());
+    }
 
-    let ended_by_writer = loop {
-        let frame = tokio::select! {
-            biased;
-            _ = &mut writer => break true,
-            _ = outbox.closing() => break false,
-            _ = tokio::time::sleep_until(signin_deadline), if must_authorize => {
-                if session.is_authorized() {
-                    must_authorize = false;
-                    continue;
-                }
-                outbox.close(CloseRequest {
-                    code: Some(codes::UNAUTHORIZED),
-                    reason: "Connection not authorized within timeout: sign in first".to_string(),
-                    announce: true,
-                });
-                break false;
-            }
-            frame = reader.next(&mut read_half) => frame,
-        };
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(e) => {
-                close_for_error(&outbox, e, settings.max_message_bytes);
-                break false;
-            }
-        };
-        outbox.mark_activity();
-        match frame.opcode {
-            OpCode::Text | OpCode::Binary if frame.fin && message.is_none() => {
-                if !handle_message(&mut session, &outbox, &frame.payload) {
-                    break false;
-                }
-            }
-            OpCode::Text | OpCode::Binary if message.is_none() => {
-                message = Some((frame.opcode, frame.payload.to_vec()));
-            }
-            OpCode::Continuation if message.is_some() => {
-                let Some((_, buf)) = message.as_mut() else {
-                    break false;
-                };
-                if buf.len() + frame.payload.len() > settings.max_message_bytes {
-                    too_big(&outbox, settings.max_message_bytes);
-                    break false;
-                }
-                buf.extend_from_slice(&frame.payload);
-                if frame.fin {
-                    let whole = message.take().map(|(_, b)| b).unwrap_or_default();
-                    if !handle_message(&mut session, &outbox, &whole) {
-                        break false;
+    loop {
+        tokio::select! {
+            drained = outbox.drained() => match drained {
+                Drained::Frames(frames) => {
+                    if write_frames(&mut write_half, frames, settings.write_timeout).await.is_err() {
+                        break;
                     }
                 }
+                Drained::Close(frames, request) => {
+                    // Leave the channels first: a stalled peer may hold the final write for
+                    // up to the write timeout, and nobody should count it meanwhile.
+                    session.leave_all();
+                    finish(&mut write_half, frames, request, settings.write_timeout).await;
+                    break;
+                }
+            },
+            frame = reader.next(&mut read_half) => {
+                heard = Instant::now();
+                match frame {
+                    Ok(frame) => on_frame(frame, &mut message, &mut session, &outbox, settings.max_message_bytes),
+                    Err(e) => close_for_error(&outbox, e, settings.max_message_bytes),
+                }
             }
-            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                outbox.close(CloseRequest {
-                    code: Some(codes::PROTOCOL_ERROR),
-                    reason: "Unexpected continuation or interleaved message".to_string(),
-                    announce: false,
-                });
-                break false;
+            () = &mut keepalive_timer => {
+                match keepalive.check(heard.into_std(), Instant::now().into_std()) {
+                    Action::WaitUntil(at) => keepalive_timer.as_mut().reset(Instant::from_std(at)),
+                    Action::Ping(at) => {
+                        keepalive_timer.as_mut().reset(Instant::from_std(at));
+                        let ping = VecDeque::from([encode::ping_frame()]);
+                        if write_frames(&mut write_half, ping, settings.write_timeout).await.is_err() {
+                            break;
+                        }
+                    }
+                    Action::Close => outbox.close(CloseRequest {
+                        code: Some(codes::PONG_NOT_RECEIVED),
+                        reason: "Pong reply not received in time".to_string(),
+                        announce: true,
+                    }),
+                }
             }
-            OpCode::Ping => {
-                outbox.push(encode::pong_frame(&frame.payload));
+            () = sleep_until(signin_deadline), if must_authorize => {
+                must_authorize = false;
+                if !session.is_authorized() {
+                    outbox.close(CloseRequest {
+                        code: Some(codes::UNAUTHORIZED),
+                        reason: "Connection not authorized within timeout: sign in first".to_string(),
+                        announce: true,
+                    });
+                }
             }
-            OpCode::Pong => {}
-            OpCode::Close => {
-                outbox.close(CloseRequest {
-                    code: Some(codes::NORMAL_CLOSURE),
-                    reason: String::new(),
-                    announce: false,
-                });
-                break false;
+            changed = shutdown.changed(), if !shutting_down => {
+                if changed.is_err() || *shutdown.borrow() {
+                    shutting_down = true;
+                    outbox.close(shutdown_request());
+                }
             }
-        }
-    };
-    session.leave_all();
-    if !ended_by_writer {
-        // Let the writer flush the close; a peer that stopped reading cannot hold us longer
-        // than one write timeout.
-        let grace = settings.writer.write_timeout + Duration::from_secs(1);
-        if tokio::time::timeout(grace, &mut writer).await.is_err() {
-            writer.abort();
         }
     }
+    session.leave_all();
     drop(slot);
 }
 
-/// Returns false when the connection must end (the message was not valid UTF-8).
-fn handle_message(session: &mut Session, outbox: &Outbox, payload: &[u8]) -> bool {
+fn shutdown_request() -> CloseRequest {
+    CloseRequest {
+        code: Some(codes::RECONNECT_NOW),
+        reason: "Server is shutting down; reconnect shortly".to_string(),
+        announce: true,
+    }
+}
+
+/// Writes what was queued, then (unless the peer is gone) `pusher:error` and the close frame.
+async fn finish(
+    socket: &mut tokio::net::tcp::WriteHalf<'_>,
+    mut frames: VecDeque<Bytes>,
+    request: CloseRequest,
+    write_timeout: Duration,
+) {
+    if let Some(code) = request.code {
+        if request.announce {
+            frames.push_back(encode::error_frame(Some(code), &request.reason));
+        }
+        frames.push_back(encode::close_frame(code, &request.reason));
+        let _ = write_frames(socket, frames, write_timeout).await;
+    }
+    let _ = tokio::time::timeout(write_timeout, socket.shutdown()).await;
+}
+
+/// Applies one frame: messages go to the session, control frames are answered.
+fn on_frame(
+    frame: Frame,
+    message: &mut Option<Vec<u8>>,
+    session: &mut Session,
+    outbox: &Outbox,
+    limit: usize,
+) {
+    match frame.opcode {
+        OpCode::Text | OpCode::Binary if frame.fin && message.is_none() => {
+            handle_message(session, outbox, &frame.payload);
+        }
+        OpCode::Text | OpCode::Binary if message.is_none() => {
+            *message = Some(frame.payload.to_vec());
+        }
+        OpCode::Continuation if message.is_some() => {
+            let Some(buf) = message.as_mut() else {
+                return;
+            };
+            if buf.len() + frame.payload.len() > limit {
+                *message = None;
+                return too_big(outbox, limit);
+            }
+            buf.extend_from_slice(&frame.payload);
+            if frame.fin {
+                let whole = message.take().unwrap_or_default();
+                handle_message(session, outbox, &whole);
+            }
+        }
+        OpCode::Text | OpCode::Binary | OpCode::Continuation => outbox.close(CloseRequest {
+            code: Some(codes::PROTOCOL_ERROR),
+            reason: "Unexpected continuation or interleaved message".to_string(),
+            announce: false,
+        }),
+        OpCode::Ping => {
+            outbox.push(encode::pong_frame(&frame.payload));
+        }
+        OpCode::Pong => {}
+        OpCode::Close => outbox.close(CloseRequest {
+            code: Some(codes::NORMAL_CLOSURE),
+            reason: String::new(),
+            announce: false,
+        }),
+    }
+}
+
+/// Hands a complete message to the session; invalid UTF-8 closes the connection with 1007.
+fn handle_message(session: &mut Session, outbox: &Outbox, payload: &[u8]) {
     match std::str::from_utf8(payload) {
-        Ok(text) => {
-            session.handle_text(text);
-            true
-        }
-        Err(_) => {
-            outbox.close(CloseRequest {
-                code: Some(codes::INVALID_PAYLOAD),
-                reason: "Message is not valid UTF-8".to_string(),
-                announce: false,
-            });
-            false
-        }
+        Ok(text) => session.handle_text(text),
+        Err(_) => outbox.close(CloseRequest {
+            code: Some(codes::INVALID_PAYLOAD),
+            reason: "Message is not valid UTF-8".to_string(),
+            announce: false,
+        }),
     }
 }
 

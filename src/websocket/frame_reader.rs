@@ -9,7 +9,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::ReadHalf;
 
 /// Bytes requested from the socket at a time when nothing partial is buffered.
 const READ_CHUNK: usize = 4096;
@@ -57,7 +57,7 @@ impl FrameReader {
     }
 
     /// The next frame from `stream`.
-    pub async fn next(&mut self, stream: &mut OwnedReadHalf) -> Result<Frame, FrameError> {
+    pub async fn next(&mut self, stream: &mut ReadHalf<'_>) -> Result<Frame, FrameError> {
         loop {
             if let Some(frame) = self.parse()? {
                 if self.buf.is_empty() {

@@ -1,8 +1,10 @@
-//! The WebSocket side: admission and upgrade, the per-connection reader and writer tasks,
-//! and the session that gives client messages their meaning. Never imports `http_api`.
+//! The WebSocket side: admission and upgrade, the per-connection task (frame reader, socket
+//! writer, keep-alive), and the session that gives client messages their meaning. Never
+//! imports `http_api`.
 
 pub mod connection;
 pub mod frame_reader;
+pub mod keepalive;
 pub mod session;
+pub mod socket_writer;
 pub mod upgrade;
-pub mod writer;

@@ -147,7 +147,8 @@ pub fn upgrade(mut req: Request<Incoming>, ctx: &Arc<ServerContext>) -> Response
         match admission {
             Admission::Accept(slot) => {
                 let settings = ConnectionSettings {
-                    writer: ctx.writer_settings(),
+                    keepalive: ctx.keepalive_settings(),
+                    write_timeout: ctx.settings.write_timeout,
                     max_message_bytes: ctx.settings.max_message_bytes,
                     outbox_limit_bytes: ctx.settings.outbox_limit_bytes,
                 };
