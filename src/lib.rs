@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  client ──WebSocket──► websocket::connection ──► websocket::session ──► channels::Registry
-//!                              ▲ (writer task drains the outbox)              │
+//!                              ▲ (the connection's task drains its outbox)    │
 //!                              └────────── channels::Outbox ◄── pre-encoded frames
 //!  backend ──signed HTTP──► http_api (auth → events / channels) ──────────────┘
 //! ```
@@ -16,7 +16,7 @@
 //! - [`apps`]: the hosted apps, each with its settings, registry and connection count.
 //! - [`protocol`]: pure wire code: messages, channel names, codes, signatures, frame encoding.
 //! - [`channels`]: the registry (sharded channels, presence members) and per-connection outboxes.
-//! - [`websocket`]: admission and upgrade, the reader and writer tasks, the session logic.
+//! - [`websocket`]: admission and upgrade, one task per connection, the session logic.
 //! - [`http_api`]: request authentication and the REST handlers.
 //! - [`server`]: the accept loop, HTTP routing and the shutdown sequence.
 //!

@@ -6,7 +6,7 @@
 //! The connection's task drains the queue in batches (one vectored write per batch).
 //!
 //! The mutex is a `parking_lot` one held for a queue push or a swap, never across an
-//! `.await`; `Notify` keeps a permit when the writer is busy, so no wake-up is lost.
+//! `.await`; `Notify` keeps a permit when the connection's task is busy, so no wake-up is lost.
 
 use std::collections::VecDeque;
 
@@ -38,7 +38,7 @@ pub struct Outbox {
     limit: usize,
 }
 
-/// What the writer should do next.
+/// What the connection's task should write next.
 #[derive(Debug)]
 pub enum Drained {
     Frames(VecDeque<Bytes>),
@@ -81,7 +81,7 @@ impl Outbox {
         true
     }
 
-    /// Asks the writer to close the connection after the frames already queued. The first
+    /// Asks the connection's task to close the connection after the frames already queued. The first
     /// request wins.
     pub fn close(&self, request: CloseRequest) {
         let mut q = self.queue.lock();
