@@ -143,7 +143,13 @@ pub fn upgrade(mut req: Request<Incoming>, ctx: &Arc<ServerContext>) -> Response
             tracing::warn!("upgraded connection is not a TCP stream");
             return;
         };
-        let stream = parts.io.into_inner();
+        // Register the socket with the I/O driver afresh. Its first registration still holds
+        // the waker of the HTTP connection task that did the handshake, which kept that
+        // finished task's memory (about 1.1 KB) alive for as long as the WebSocket lived
+        // (found with heaptrack; see BENCHMARKS.md).
+        let Ok(stream) = parts.io.into_inner().into_std().and_then(TcpStream::from_std) else {
+            return;
+        };
         match admission {
             Admission::Accept(slot) => {
                 let settings = ConnectionSettings {
