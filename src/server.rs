@@ -26,6 +26,7 @@ use crate::channels::registry::COUNT_INTERVAL;
 use crate::config::{Config, ServerSettings};
 use crate::http_api;
 use crate::protocol::socket_id::SocketIds;
+use crate::websocket::connection::ConnectionSettings;
 use crate::websocket::keepalive::KeepaliveSettings;
 use crate::websocket::upgrade;
 
@@ -37,15 +38,8 @@ pub struct ServerContext {
     pub socket_ids: SocketIds,
     pub shutdown: watch::Receiver<bool>,
     pub tracker: mpsc::Sender<()>,
-}
-
-impl ServerContext {
-    pub fn keepalive_settings(&self) -> KeepaliveSettings {
-        KeepaliveSettings {
-            activity_timeout: self.settings.activity_timeout,
-            pong_timeout: self.settings.pong_timeout,
-        }
-    }
+    /// Shared by every connection, so each holds a pointer rather than a copy.
+    pub connection_settings: Arc<ConnectionSettings>,
 }
 
 /// Serves on `listener` until `shutdown` resolves, then closes every connection.
@@ -59,8 +53,17 @@ pub async fn serve(
     let grace = config.server.shutdown_timeout;
     let ctx = Arc::new(ServerContext {
         apps: AppStore::new(&config.apps),
-        settings: config.server,
         socket_ids: SocketIds::new(rand::random::<u32>() % 1_000_000_000),
+        connection_settings: Arc::new(ConnectionSettings {
+            keepalive: KeepaliveSettings {
+                activity_timeout: config.server.activity_timeout,
+                pong_timeout: config.server.pong_timeout,
+            },
+            write_timeout: config.server.write_timeout,
+            max_message_bytes: config.server.max_message_bytes,
+            outbox_limit_bytes: config.server.outbox_limit_bytes,
+        }),
+        settings: config.server,
         shutdown: stop_rx,
         tracker,
     });

@@ -14,6 +14,7 @@
 //! as whole messages.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,10 +49,10 @@ pub async fn run(
     early_bytes: Bytes,
     slot: ConnectionSlot,
     socket_id: SocketId,
-    settings: ConnectionSettings,
+    settings: Arc<ConnectionSettings>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let outbox = std::sync::Arc::new(Outbox::new(settings.outbox_limit_bytes));
+    let outbox = Arc::new(Outbox::new(settings.outbox_limit_bytes));
     let app = slot.app().clone();
     let mut session = Session::new(app.clone(), socket_id, outbox.clone());
     session.greet(settings.keepalive.activity_timeout);
@@ -61,13 +62,16 @@ pub async fn run(
 
     let mut heard = Instant::now();
     let mut keepalive = Keepalive::new(settings.keepalive);
-    let keepalive_timer = sleep_until(Instant::from_std(keepalive.first_check(heard.into_std())));
-    tokio::pin!(keepalive_timer);
-
+    let mut keepalive_at = Instant::from_std(keepalive.first_check(heard.into_std()));
     // "Authorized connections": without a sign-in (or a private or presence subscription)
-    // by this deadline the connection is closed with 4009.
-    let signin_deadline = Instant::now() + app.config.signin_timeout;
-    let mut must_authorize = app.config.require_signin;
+    // by this deadline the connection is closed with 4009. It shares the keep-alive timer.
+    let mut signin_deadline = app
+        .config
+        .require_signin
+        .then(|| Instant::now() + app.config.signin_timeout);
+    let timer = sleep_until(next_wake(keepalive_at, signin_deadline));
+    tokio::pin!(timer);
+
     let mut shutting_down = *shutdown.borrow();
     if shutting_down {
         outbox.close(shutdown_request());
@@ -96,32 +100,36 @@ pub async fn run(
                     Err(e) => close_for_error(&outbox, e, settings.max_message_bytes),
                 }
             }
-            () = &mut keepalive_timer => {
-                match keepalive.check(heard.into_std(), Instant::now().into_std()) {
-                    Action::WaitUntil(at) => keepalive_timer.as_mut().reset(Instant::from_std(at)),
-                    Action::Ping(at) => {
-                        keepalive_timer.as_mut().reset(Instant::from_std(at));
-                        let ping = VecDeque::from([encode::ping_frame()]);
-                        if write_frames(&mut write_half, ping, settings.write_timeout).await.is_err() {
-                            break;
-                        }
+            () = &mut timer => {
+                let now = Instant::now();
+                if signin_deadline.is_some_and(|d| now >= d) {
+                    signin_deadline = None;
+                    if !session.is_authorized() {
+                        outbox.close(CloseRequest {
+                            code: Some(codes::UNAUTHORIZED),
+                            reason: "Connection not authorized within timeout: sign in first".to_string(),
+                            announce: true,
+                        });
                     }
-                    Action::Close => outbox.close(CloseRequest {
-                        code: Some(codes::PONG_NOT_RECEIVED),
-                        reason: "Pong reply not received in time".to_string(),
-                        announce: true,
-                    }),
                 }
-            }
-            () = sleep_until(signin_deadline), if must_authorize => {
-                must_authorize = false;
-                if !session.is_authorized() {
-                    outbox.close(CloseRequest {
-                        code: Some(codes::UNAUTHORIZED),
-                        reason: "Connection not authorized within timeout: sign in first".to_string(),
-                        announce: true,
-                    });
+                if now >= keepalive_at {
+                    match keepalive.check(heard.into_std(), now.into_std()) {
+                        Action::WaitUntil(at) => keepalive_at = Instant::from_std(at),
+                        Action::Ping(at) => {
+                            keepalive_at = Instant::from_std(at);
+                            let ping = VecDeque::from([encode::ping_frame()]);
+                            if write_frames(&mut write_half, ping, settings.write_timeout).await.is_err() {
+                                break;
+                            }
+                        }
+                        Action::Close => outbox.close(CloseRequest {
+                            code: Some(codes::PONG_NOT_RECEIVED),
+                            reason: "Pong reply not received in time".to_string(),
+                            announce: true,
+                        }),
+                    }
                 }
+                timer.as_mut().reset(next_wake(keepalive_at, signin_deadline));
             }
             changed = shutdown.changed(), if !shutting_down => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -133,6 +141,11 @@ pub async fn run(
     }
     session.leave_all();
     drop(slot);
+}
+
+/// The earlier of the keep-alive check and the sign-in deadline.
+fn next_wake(keepalive_at: Instant, signin_deadline: Option<Instant>) -> Instant {
+    signin_deadline.map_or(keepalive_at, |d| d.min(keepalive_at))
 }
 
 fn shutdown_request() -> CloseRequest {

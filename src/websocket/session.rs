@@ -80,11 +80,11 @@ struct Held {
 pub struct Session {
     app: Arc<App>,
     socket_id: SocketId,
-    socket_id_text: String,
     outbox: Arc<Outbox>,
     subscriptions: HashMap<String, Held>,
     rate: RateWindow,
-    user: Option<SignedIn>,
+    /// Boxed: most connections never sign in, and this keeps their session small.
+    user: Option<Box<SignedIn>>,
     /// Signed in, or subscribed to a private or presence channel: what an app that requires
     /// sign-in ("authorized connections") waits for.
     authorized: bool,
@@ -135,7 +135,6 @@ impl Session {
         Session {
             app,
             socket_id,
-            socket_id_text: socket_id.to_string(),
             outbox,
             subscriptions: HashMap::new(),
             rate: RateWindow {
@@ -156,7 +155,7 @@ impl Session {
     pub fn greet(&self, activity_timeout: Duration) {
         let data = format!(
             "{{\"socket_id\":\"{}\",\"activity_timeout\":{}}}",
-            self.socket_id_text,
+            self.socket_id,
             activity_timeout.as_secs().max(1)
         );
         self.send(
@@ -276,7 +275,8 @@ impl Session {
             Refusal::unauthorized(format!("Auth info required to subscribe to {channel}"))
         })?;
         let cfg = &self.app.config;
-        let sid = self.socket_id_text.as_str();
+        let sid_text = self.socket_id.to_string();
+        let sid = sid_text.as_str();
         let ok = match channel_data {
             Some(data) => auth::verify_token(
                 &cfg.key,
@@ -377,7 +377,8 @@ impl Session {
     /// answers `pusher:signin_success` with the same `user_data` string.
     fn signin(&mut self, token: &str, user_data: &str) -> Result<(), String> {
         let cfg = &self.app.config;
-        let sid = self.socket_id_text.as_str();
+        let sid_text = self.socket_id.to_string();
+        let sid = sid_text.as_str();
         if !auth::verify_token(&cfg.key, &cfg.secret, token, &[sid, "::user::", user_data]) {
             return Err(format!(
                 "Invalid signature: expected HMAC SHA256 hex digest of {sid}::user::{user_data} signed with the secret of app key {}",
@@ -433,11 +434,11 @@ impl Session {
                 ),
             );
         }
-        self.user = Some(SignedIn {
+        self.user = Some(Box::new(SignedIn {
             id,
             info,
             watchlist,
-        });
+        }));
         self.authorized = true;
         Ok(())
     }

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::connection::{self, ConnectionSettings};
+use super::connection;
 use crate::apps::{AppStore, ConnectionSlot};
 use crate::protocol::{codes, encode, query};
 use crate::server::ServerContext;
@@ -147,17 +147,17 @@ pub fn upgrade(mut req: Request<Incoming>, ctx: &Arc<ServerContext>) -> Response
         // the waker of the HTTP connection task that did the handshake, which kept that
         // finished task's memory (about 1.1 KB) alive for as long as the WebSocket lived
         // (found with heaptrack; see BENCHMARKS.md).
-        let Ok(stream) = parts.io.into_inner().into_std().and_then(TcpStream::from_std) else {
+        let Ok(stream) = parts
+            .io
+            .into_inner()
+            .into_std()
+            .and_then(TcpStream::from_std)
+        else {
             return;
         };
         match admission {
             Admission::Accept(slot) => {
-                let settings = ConnectionSettings {
-                    keepalive: ctx.keepalive_settings(),
-                    write_timeout: ctx.settings.write_timeout,
-                    max_message_bytes: ctx.settings.max_message_bytes,
-                    outbox_limit_bytes: ctx.settings.outbox_limit_bytes,
-                };
+                let settings = ctx.connection_settings.clone();
                 let socket_id = ctx.socket_ids.next();
                 connection::run(
                     stream,
