@@ -28,7 +28,8 @@ pub struct CloseRequest {
 struct Queue {
     frames: VecDeque<Bytes>,
     bytes: usize,
-    close: Option<CloseRequest>,
+    /// Boxed: set once in a connection's life, so it should not widen every idle outbox.
+    close: Option<Box<CloseRequest>>,
 }
 
 #[derive(Debug)]
@@ -65,11 +66,11 @@ impl Outbox {
         if q.bytes + frame.len() > self.limit && !q.frames.is_empty() {
             q.frames = VecDeque::new();
             q.bytes = 0;
-            q.close = Some(CloseRequest {
+            q.close = Some(Box::new(CloseRequest {
                 code: Some(crate::protocol::codes::OVER_CAPACITY),
                 reason: "Connection too slow: outgoing queue full".to_string(),
                 announce: true,
-            });
+            }));
             drop(q);
             self.wake.notify_one();
             return false;
@@ -86,7 +87,7 @@ impl Outbox {
     pub fn close(&self, request: CloseRequest) {
         let mut q = self.queue.lock();
         if q.close.is_none() {
-            q.close = Some(request);
+            q.close = Some(Box::new(request));
         }
         drop(q);
         self.wake.notify_one();
@@ -111,7 +112,7 @@ impl Outbox {
         let frames = std::mem::take(&mut q.frames);
         q.bytes = 0;
         match &q.close {
-            Some(c) => Some(Drained::Close(frames, c.clone())),
+            Some(c) => Some(Drained::Close(frames, (**c).clone())),
             None if frames.is_empty() => None,
             None => Some(Drained::Frames(frames)),
         }

@@ -70,11 +70,14 @@ pub struct ChannelStats {
     pub users: Option<usize>,
 }
 
-/// Why a presence subscription was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The outcome of a presence subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PresenceJoin {
-    Joined,
-    Full { limit: usize },
+    /// Joined; carries the registry's shared copy of the channel name.
+    Joined(Arc<str>),
+    Full {
+        limit: usize,
+    },
 }
 
 /// A cache channel's stored event, for `info=cache`.
@@ -118,14 +121,22 @@ impl Registry {
 
     /// Adds `conn` to a non-presence channel and queues its `subscription_succeeded`, then,
     /// on a cache channel, the cached event or `pusher:cache_miss`. Subscribing again is
-    /// harmless: the confirmation is simply sent again.
-    pub fn subscribe(&self, channel: &str, conn: ConnId, outbox: &Arc<Outbox>, cache: bool) {
+    /// harmless: the confirmation is simply sent again. Returns the registry's shared copy of
+    /// the name, so the session can remember the subscription without another allocation.
+    pub fn subscribe(
+        &self,
+        channel: &str,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+        cache: bool,
+    ) -> Arc<str> {
         let frame = Event::new("pusher_internal:subscription_succeeded")
             .channel(channel)
             .text("{}")
             .to_frame();
         let mut shard = self.shard(channel).write();
-        let ch = shard.entry(Arc::from(channel)).or_default();
+        let key = shared_key(&shard, channel);
+        let ch = shard.entry(key.clone()).or_default();
         let mut added = false;
         ch.subscribers.entry(conn).or_insert_with(|| {
             added = true;
@@ -141,6 +152,7 @@ impl Registry {
         if added && self.subscription_counts {
             self.count_changed(ch, channel);
         }
+        key
     }
 
     /// Adds `conn` to a presence channel as `member`. A user's first socket announces
@@ -156,7 +168,8 @@ impl Registry {
         cache: bool,
     ) -> PresenceJoin {
         let mut shard = self.shard(channel).write();
-        let ch = shard.entry(Arc::from(channel)).or_default();
+        let key = shared_key(&shard, channel);
+        let ch = shard.entry(key.clone()).or_default();
         let members = ch.members.get_or_insert_with(Members::default);
         if !ch.subscribers.contains_key(&conn) {
             if !members.contains(&member.user_id) && members.count() >= max_members {
@@ -196,7 +209,7 @@ impl Registry {
         if cache {
             send_cached(ch, channel, outbox);
         }
-        PresenceJoin::Joined
+        PresenceJoin::Joined(key)
     }
 
     /// Removes `conn` from `channel`; announces `member_removed` when it was its user's last
@@ -351,6 +364,14 @@ impl Registry {
     }
 }
 
+/// The map's own copy of `channel` when the channel exists, else a new one.
+fn shared_key(shard: &Shard, channel: &str) -> Arc<str> {
+    match shard.get_key_value(channel) {
+        Some((key, _)) => key.clone(),
+        None => Arc::from(channel),
+    }
+}
+
 fn push_all(ch: &Channel, frame: &Bytes, except: Option<ConnId>) -> usize {
     let mut sent = 0;
     for (conn, sub) in &ch.subscribers {
@@ -430,7 +451,7 @@ mod tests {
         let (a, b1, b2) = (outbox(), outbox(), outbox());
         assert_eq!(
             r.subscribe_presence("presence-x", 1, &a, &member("a"), 10, false),
-            PresenceJoin::Joined
+            PresenceJoin::Joined(Arc::from("presence-x"))
         );
         drained_texts(&a).await;
         r.subscribe_presence("presence-x", 2, &b1, &member("b"), 10, false);
@@ -463,7 +484,7 @@ mod tests {
         );
         assert_eq!(
             r.subscribe_presence("presence-x", 3, &a2, &member("a"), 1, false),
-            PresenceJoin::Joined
+            PresenceJoin::Joined(Arc::from("presence-x"))
         );
     }
 

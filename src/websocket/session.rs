@@ -81,7 +81,8 @@ pub struct Session {
     app: Arc<App>,
     socket_id: SocketId,
     outbox: Arc<Outbox>,
-    subscriptions: HashMap<String, Held>,
+    /// Keyed by the registry's own copy of each channel name.
+    subscriptions: HashMap<Arc<str>, Held>,
     rate: RateWindow,
     /// Boxed: most connections never sign in, and this keeps their session small.
     user: Option<Box<SignedIn>>,
@@ -217,9 +218,8 @@ impl Session {
         let registry = &self.app.registry;
         let conn = self.socket_id.conn;
         if spec.kind != ChannelKind::Presence {
-            registry.subscribe(name, conn, &self.outbox, spec.cache);
-            self.subscriptions
-                .insert(name.to_string(), Held { user_id: None });
+            let key = registry.subscribe(name, conn, &self.outbox, spec.cache);
+            self.subscriptions.insert(key, Held { user_id: None });
             self.authorized |= spec.needs_auth();
             return Ok(());
         }
@@ -248,10 +248,10 @@ impl Session {
             self.app.config.max_presence_members,
             spec.cache,
         ) {
-            PresenceJoin::Joined => {
+            PresenceJoin::Joined(key) => {
                 self.authorized = true;
                 self.subscriptions.insert(
-                    name.to_string(),
+                    key,
                     Held {
                         user_id: Some(member.user_id),
                     },
