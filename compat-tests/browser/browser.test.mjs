@@ -4,9 +4,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { readFileSync, mkdirSync, existsSync } from 'node:fs';
+import { readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
+import { launchChromium } from '../lib/browser.mjs';
 import {
   APP,
   COMPAT_DIR,
@@ -20,10 +21,8 @@ import {
   uniq,
 } from '../lib/harness.mjs';
 
-const require = createRequire(import.meta.url);
-const { chromium } = require('playwright-core');
 
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const require = createRequire(import.meta.url);
 const SCREENSHOT = join(REPO_ROOT, 'target', 'compat-browser.png');
 const PAGE = readFileSync(join(COMPAT_DIR, 'browser', 'page.html'));
 const PUSHER_JS = readFileSync(join(COMPAT_DIR, 'node_modules', 'pusher-js', 'dist', 'web', 'pusher.min.js'));
@@ -80,25 +79,11 @@ function startWeb() {
 }
 
 before(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}`);
   crier = await startCrier();
   sdk = serverSdk(crier);
   web = await startWeb();
   webPort = web.address().port;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--disable-dev-shm-usage',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
