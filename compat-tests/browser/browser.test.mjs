@@ -3,11 +3,10 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
-import { launchChromium } from '../lib/browser.mjs';
+import { launchChromium, startPageServer } from '../lib/browser.mjs';
 import {
   APP,
   COMPAT_DIR,
@@ -39,43 +38,21 @@ const clients = [];
 function startWeb() {
   const good = new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret, host: '127.0.0.1', useTLS: false });
   const bad = new PusherServer({ appId: APP.id, key: APP.key, secret: 'wrong-secret', host: '127.0.0.1', useTLS: false });
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url, 'http://localhost');
-    if (req.method === 'GET' && url.pathname === '/') {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-      res.end(PAGE);
-    } else if (req.method === 'GET' && url.pathname === '/pusher.min.js') {
-      res.writeHead(200, { 'content-type': 'application/javascript' });
-      res.end(PUSHER_JS);
-    } else if (req.method === 'POST' && url.pathname === '/pusher/auth') {
-      let body = '';
-      req.on('data', (c) => {
-        body += c;
-      });
-      req.on('end', () => {
-        const form = new URLSearchParams(body);
-        const socketId = form.get('socket_id');
-        const channel = form.get('channel_name');
-        const user = form.get('user');
-        authLog.push({ socketId, channel, user });
-        // Channels whose name contains "badsig" get a signature made with the wrong secret.
-        const signer = channel.includes('badsig') ? bad : good;
-        const presence = channel.startsWith('presence-') ? { user_id: user, user_info: { name: `Browser ${user}` } } : undefined;
-        try {
-          const auth = signer.authorizeChannel(socketId, channel, presence);
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end(JSON.stringify(auth));
-        } catch (e) {
-          res.writeHead(400, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ error: String(e) }));
-        }
-      });
-    } else {
-      res.writeHead(404);
-      res.end();
-    }
+  return startPageServer({
+    page: PAGE,
+    scripts: { 'pusher.min.js': PUSHER_JS },
+    authPaths: ['/pusher/auth'],
+    authorize: (_path, form) => {
+      const socketId = form.get('socket_id');
+      const channel = form.get('channel_name');
+      const user = form.get('user');
+      authLog.push({ socketId, channel, user });
+      // Channels whose name contains "badsig" get a signature made with the wrong secret.
+      const signer = channel.includes('badsig') ? bad : good;
+      const presence = channel.startsWith('presence-') ? { user_id: user, user_info: { name: `Browser ${user}` } } : undefined;
+      return signer.authorizeChannel(socketId, channel, presence);
+    },
   });
-  return new Promise((res) => server.listen(0, '127.0.0.1', () => res(server)));
 }
 
 before(async () => {

@@ -5,10 +5,9 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { launchChromium } from '../lib/browser.mjs';
+import { launchChromium, startPageServer } from '../lib/browser.mjs';
 import { APP, COMPAT_DIR, REPO_ROOT, ENCRYPTION_MASTER_KEY_B64, PusherServer, startCrier, serverSdk, uniq } from '../lib/harness.mjs';
 
 
@@ -37,44 +36,20 @@ function startWeb() {
     useTLS: false,
     encryptionMasterKeyBase64: ENCRYPTION_MASTER_KEY_B64,
   });
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url, 'http://localhost');
-    const name = url.pathname.slice(1);
-    if (req.method === 'GET' && url.pathname === '/') {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-      res.end(PAGE);
-    } else if (req.method === 'GET' && BUILDS[name]) {
-      res.writeHead(200, { 'content-type': 'application/javascript' });
-      res.end(BUILDS[name]);
-    } else if (req.method === 'POST' && (url.pathname === '/pusher/auth' || url.pathname === '/pusher/user-auth')) {
-      let body = '';
-      req.on('data', (c) => {
-        body += c;
-      });
-      req.on('end', () => {
-        const form = new URLSearchParams(body);
-        const socketId = form.get('socket_id');
-        const channel = form.get('channel_name');
-        const user = form.get('user');
-        authLog.push({ path: url.pathname, socketId, channel, user });
-        try {
-          const auth =
-            url.pathname === '/pusher/auth'
-              ? signer.authorizeChannel(socketId, channel)
-              : signer.authenticateUser(socketId, { id: user, user_info: { name: `Browser ${user}` } });
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end(JSON.stringify(auth));
-        } catch (e) {
-          res.writeHead(400, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ error: String(e) }));
-        }
-      });
-    } else {
-      res.writeHead(404);
-      res.end();
-    }
+  return startPageServer({
+    page: PAGE,
+    scripts: BUILDS,
+    authPaths: ['/pusher/auth', '/pusher/user-auth'],
+    authorize: (path, form) => {
+      const socketId = form.get('socket_id');
+      const channel = form.get('channel_name');
+      const user = form.get('user');
+      authLog.push({ path, socketId, channel, user });
+      return path === '/pusher/auth'
+        ? signer.authorizeChannel(socketId, channel)
+        : signer.authenticateUser(socketId, { id: user, user_info: { name: `Browser ${user}` } });
+    },
   });
-  return new Promise((res) => server.listen(0, '127.0.0.1', () => res(server)));
 }
 
 before(async () => {

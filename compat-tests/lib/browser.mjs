@@ -2,6 +2,7 @@
 // (see shared TESTING-NOTES.md: without the background-networking flags Chromium keeps trying
 // hosts that cannot be reached).
 import { existsSync } from 'node:fs';
+import http from 'node:http';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -25,4 +26,43 @@ export async function launchChromium() {
       '--disable-dev-shm-usage',
     ],
   });
+}
+
+/**
+ * The page's own HTTP server on 127.0.0.1: `GET /` serves `page`, `GET /<name>` serves
+ * `scripts[name]`, and a POST to one of `authPaths` is answered with the JSON that
+ * `authorize(path, form)` returns (a thrown error becomes a 400), as an app's auth endpoint
+ * would answer pusher-js. Resolves to the listening server.
+ */
+export function startPageServer({ page, scripts, authPaths, authorize }) {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://localhost');
+    const name = url.pathname.slice(1);
+    if (req.method === 'GET' && url.pathname === '/') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(page);
+    } else if (req.method === 'GET' && Object.hasOwn(scripts, name)) {
+      res.writeHead(200, { 'content-type': 'application/javascript' });
+      res.end(scripts[name]);
+    } else if (req.method === 'POST' && authPaths.includes(url.pathname)) {
+      let body = '';
+      req.on('data', (c) => {
+        body += c;
+      });
+      req.on('end', () => {
+        try {
+          const auth = authorize(url.pathname, new URLSearchParams(body));
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(auth));
+        } catch (e) {
+          res.writeHead(400, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: String(e) }));
+        }
+      });
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  return new Promise((res) => server.listen(0, '127.0.0.1', () => res(server)));
 }
