@@ -4,8 +4,8 @@
 //! Shutdown: stop accepting, ask every WebSocket to close with 4200 (pusher-js reconnects
 //! at once, to another node or to this one when it is back), let HTTP connections finish
 //! their request, and return once every connection task is gone or the grace period ends.
-//! Each connection task holds a clone of `tracker`; the receiver sees the channel close when
-//! the last one drops.
+//! Every connection task holds the shared [`ServerContext`], and with it the `tracker`
+//! sender; the receiver sees the channel close when the last context is dropped.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +37,8 @@ pub struct ServerContext {
     pub settings: ServerSettings,
     pub socket_ids: SocketIds,
     pub shutdown: watch::Receiver<bool>,
+    /// Never sent on: `serve` waits until every clone of the context (and so of this
+    /// sender) is gone.
     pub tracker: mpsc::Sender<()>,
     /// Shared by every connection, so each holds a pointer rather than a copy.
     pub connection_settings: Arc<ConnectionSettings>,
@@ -115,7 +117,6 @@ async fn flush_subscription_counts(app: Arc<App>, mut stop: watch::Receiver<bool
 }
 
 async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ServerContext>) {
-    let _tracker = ctx.tracker.clone();
     let mut stop = ctx.shutdown.clone();
     let handler_ctx = ctx.clone();
     let service = service_fn(move |req| {

@@ -131,10 +131,10 @@ pub fn upgrade(mut req: Request<Incoming>, ctx: &Arc<ServerContext>) -> Response
             return r;
         }
     };
+    // The task owns a clone of the context for its whole life, which is what lets `serve`
+    // wait for it on shutdown.
     let ctx = ctx.clone();
-    let tracker = ctx.tracker.clone();
     tokio::spawn(async move {
-        let _tracker = tracker;
         let Ok(ws) = upgrade.await else {
             return;
         };
