@@ -1,9 +1,9 @@
 //! The listener: accepts TCP connections, serves HTTP/1.1 on each (WebSocket upgrades on
 //! `/app/{key}`, the HTTP API under `/apps/`), and runs the shutdown sequence.
 //!
-//! Shutdown: stop accepting, ask every WebSocket to close with 4200 (pusher-js reconnects
-//! at once, to another node or to this one when it is back), let HTTP connections finish
-//! their request, and return once every connection task is gone or the grace period ends.
+//! Shutdown: stop accepting, ask every WebSocket to close with 4200 through its outbox
+//! (pusher-js reconnects at once, to another node or to this one when it is back), let HTTP
+//! connections finish their request, and return once every connection task is gone or the grace period ends.
 //! Every connection task holds the shared [`ServerContext`], and with it the `tracker`
 //! sender; the receiver sees the channel close when the last context is dropped.
 
@@ -22,12 +22,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::apps::{App, AppStore};
+use crate::channels::CloseRequest;
 use crate::channels::registry::COUNT_INTERVAL;
 use crate::config::{Config, ServerSettings};
 use crate::http_api;
+use crate::protocol::codes;
 use crate::protocol::socket_id::SocketIds;
 use crate::websocket::connection::ConnectionSettings;
 use crate::websocket::keepalive::KeepaliveSettings;
+use crate::websocket::live::LiveConnections;
 use crate::websocket::upgrade;
 
 /// What request handlers and connections share.
@@ -36,6 +39,9 @@ pub struct ServerContext {
     pub apps: AppStore,
     pub settings: ServerSettings,
     pub socket_ids: SocketIds,
+    /// Every open WebSocket, for the shutdown's close.
+    pub live: Arc<LiveConnections>,
+    /// Tells HTTP connections and background tasks that shutdown has begun.
     pub shutdown: watch::Receiver<bool>,
     /// Never sent on: `serve` waits until every clone of the context (and so of this
     /// sender) is gone.
@@ -56,6 +62,7 @@ pub async fn serve(
     let ctx = Arc::new(ServerContext {
         apps: AppStore::new(&config.apps),
         socket_ids: SocketIds::new(rand::random::<u32>() % 1_000_000_000),
+        live: Arc::default(),
         connection_settings: Arc::new(ConnectionSettings {
             keepalive: KeepaliveSettings {
                 activity_timeout: config.server.activity_timeout,
@@ -99,6 +106,11 @@ pub async fn serve(
         }
     }
     drop(listener);
+    ctx.live.close_all(CloseRequest {
+        code: Some(codes::RECONNECT_NOW),
+        reason: "Server is shutting down; reconnect shortly".to_string(),
+        announce: true,
+    });
     let _ = stop_tx.send(true);
     drop(ctx);
     let _ = tokio::time::timeout(grace, all_done.recv()).await;

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Client, QUIET, Server, test_config};
+use std::time::Duration;
+
+use common::{APP_KEY, Client, QUIET, RECV_TIMEOUT, RawWs, Server, test_config};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -164,4 +166,63 @@ async fn bad_input_on_one_socket_does_not_affect_other_clients() {
     bystander.expect_json(&expected).await;
     noisy.expect_json(&expected).await;
     noisy.assert_alive().await;
+}
+
+/// A masked client frame: FIN, `opcode`, and `payload` masked with a fixed key.
+fn masked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [9u8, 8, 7, 6];
+    let mut frame = vec![first_byte, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[tokio::test]
+async fn websocket_protocol_violations_close_with_1002() {
+    let server = Server::start_default().await;
+    let violations: [(&str, Vec<u8>); 5] = [
+        ("an unmasked frame", vec![0x81, 0x02, b'h', b'i']),
+        ("reserved bits set", masked_frame(0xC1, b"hi")),
+        ("an unknown opcode", masked_frame(0x83, b"hi")),
+        (
+            "a continuation with nothing to continue",
+            masked_frame(0x80, b"hi"),
+        ),
+        ("a fragmented ping", masked_frame(0x09, b"hi")),
+    ];
+    for (what, bytes) in violations {
+        eprintln!("sending {what}");
+        let mut raw = RawWs::connect_app(server.addr).await;
+        raw.send_raw(&bytes).await;
+        raw.expect_close(1002, RECV_TIMEOUT).await;
+    }
+    server.client().await.assert_alive().await;
+}
+
+/// Bytes that arrive with the upgrade request are parsed before the new socket has ever been
+/// reported writable. A protocol error among them must still close the socket with 1002,
+/// and must not leave the connection's task spinning: on this test's single-threaded
+/// runtime a spinning task would starve everything, so a watchdog ends the test instead of
+/// letting it hang.
+#[tokio::test]
+async fn junk_sent_with_the_upgrade_request_closes_1002_and_stalls_nothing() {
+    let watchdog = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = watchdog.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        if !done.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("junk_sent_with_the_upgrade_request: the server stopped making progress");
+            std::process::exit(101);
+        }
+    });
+    let server = Server::start_default().await;
+    let junk = masked_frame(0xC1, b"reserved bits");
+    let mut raw =
+        RawWs::connect_then(server.addr, &format!("/app/{APP_KEY}?protocol=7"), &junk).await;
+    raw.expect_connection_established().await;
+    raw.expect_close(1002, RECV_TIMEOUT).await;
+    let mut other = server.client().await;
+    other.subscribe("after-junk").await;
+    other.assert_alive().await;
+    watchdog.store(true, std::sync::atomic::Ordering::SeqCst);
 }

@@ -6,13 +6,17 @@
 //! The connection's task drains the queue in batches (one vectored write per batch).
 //!
 //! The mutex is a `parking_lot` one held for a queue push or a swap, never across an
-//! `.await`; `Notify` keeps a permit when the connection's task is busy, so no wake-up is lost.
+//! `.await`. The connection's waker sits in the queue under the same lock: the first push
+//! after a drain takes it and wakes the task once; later pushes before the task runs find
+//! no waker and wake nobody. A drain that finds nothing leaves the waker for the next push,
+//! so no wake-up is lost.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 /// A request that the connection be closed after what is already queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +34,27 @@ struct Queue {
     bytes: usize,
     /// Boxed: set once in a connection's life, so it should not widen every idle outbox.
     close: Option<Box<CloseRequest>>,
+    /// The connection's task, while it waits for something to write.
+    waker: Option<Waker>,
+}
+
+impl Queue {
+    /// Takes the waker to call once the lock is released.
+    fn wake_later(&mut self) -> Option<Waker> {
+        self.waker.take()
+    }
+}
+
+/// Wakes the connection's task, outside the queue's lock.
+fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
+    }
 }
 
 #[derive(Debug)]
 pub struct Outbox {
     queue: Mutex<Queue>,
-    wake: Notify,
     limit: usize,
 }
 
@@ -50,7 +69,6 @@ impl Outbox {
     pub fn new(limit: usize) -> Self {
         Outbox {
             queue: Mutex::new(Queue::default()),
-            wake: Notify::new(),
             limit,
         }
     }
@@ -71,14 +89,16 @@ impl Outbox {
                 reason: "Connection too slow: outgoing queue full".to_string(),
                 announce: true,
             }));
+            let waker = q.wake_later();
             drop(q);
-            self.wake.notify_one();
+            wake(waker);
             return false;
         }
         q.bytes += frame.len();
         q.frames.push_back(frame);
+        let waker = q.wake_later();
         drop(q);
-        self.wake.notify_one();
+        wake(waker);
         true
     }
 
@@ -89,33 +109,37 @@ impl Outbox {
         if q.close.is_none() {
             q.close = Some(Box::new(request));
         }
+        let waker = q.wake_later();
         drop(q);
-        self.wake.notify_one();
+        wake(waker);
     }
 
     pub fn is_closing(&self) -> bool {
         self.queue.lock().close.is_some()
     }
 
-    /// Takes everything queued, or waits until there is something.
-    pub async fn drained(&self) -> Drained {
-        loop {
-            if let Some(d) = self.try_drain() {
-                return d;
-            }
-            self.wake.notified().await;
+    /// Takes everything queued; with nothing queued, keeps `cx`'s waker for the next push.
+    pub fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<Drained> {
+        let mut q = self.queue.lock();
+        if let Some(c) = &q.close {
+            let request = (**c).clone();
+            q.bytes = 0;
+            return Poll::Ready(Drained::Close(std::mem::take(&mut q.frames), request));
         }
+        if q.frames.is_empty() {
+            match &mut q.waker {
+                Some(w) => w.clone_from(cx.waker()),
+                None => q.waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        q.bytes = 0;
+        Poll::Ready(Drained::Frames(std::mem::take(&mut q.frames)))
     }
 
-    fn try_drain(&self) -> Option<Drained> {
-        let mut q = self.queue.lock();
-        let frames = std::mem::take(&mut q.frames);
-        q.bytes = 0;
-        match &q.close {
-            Some(c) => Some(Drained::Close(frames, (**c).clone())),
-            None if frames.is_empty() => None,
-            None => Some(Drained::Frames(frames)),
-        }
+    /// Takes everything queued, or waits until there is something.
+    pub async fn drained(&self) -> Drained {
+        poll_fn(|cx| self.poll_drain(cx)).await
     }
 }
 

@@ -2,31 +2,37 @@
 //! frames and hands complete messages to the [`Session`], drains the outbox to the socket,
 //! keeps the connection alive, and closes it when asked. Publishers only ever see the outbox.
 //!
-//! One task instead of a reader and a writer: every step below is cancel-safe (the frame
-//! reader keeps its state in itself, the outbox is drained synchronously, the keep-alive
-//! timer is one pinned `Sleep` reset in place), so a `select!` can wait on all of them, and
-//! an idle connection costs one task. While a write waits on a full socket the connection
-//! does not read; its own client is the only one that can notice.
+//! The task's future is written by hand ([`Connection::poll`]) rather than as a `select!`
+//! loop, because its size is what an idle connection costs: an `async` loop keeps a future
+//! for every branch it waits on (the outbox's `Notified`, the socket's readiness waiter, a
+//! shutdown receiver) and the compiler lays them out generously. Here the socket keeps the
+//! task's waker in tokio's own registration, the outbox keeps it under its lock, and one
+//! timer serves the keep-alive, the sign-in deadline and the write timeout. Shutdown arrives
+//! through the outbox like any other close (see [`LiveConnections`]).
 //!
 //! Frames are read by [`FrameReader`], which holds no buffer while the socket is idle.
 //! Control frames are answered through the outbox so that every byte written to the socket
 //! comes from one place, in order. Fragments are reassembled here, under the same size limit
-//! as whole messages.
+//! as whole messages. Reading goes on while a write waits on a full socket; what the client
+//! asks for meanwhile queues in the outbox, under its limit.
 
 use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::frame_reader::{Frame, FrameError, FrameReader, OpCode};
 use super::keepalive::{Action, Keepalive, KeepaliveSettings};
+use super::live::{Listed, LiveConnections};
 use super::session::Session;
-use super::socket_writer::write_frames;
+use super::socket_writer::poll_write_frames;
 use crate::apps::ConnectionSlot;
 use crate::channels::outbox::Drained;
 use crate::channels::{CloseRequest, Outbox};
@@ -45,132 +51,224 @@ pub struct ConnectionSettings {
 
 /// Serves an accepted connection until it closes.
 pub async fn run(
-    mut stream: TcpStream,
+    stream: TcpStream,
     early_bytes: Bytes,
     slot: ConnectionSlot,
     socket_id: SocketId,
     settings: Arc<ConnectionSettings>,
-    mut shutdown: watch::Receiver<bool>,
+    live: &Arc<LiveConnections>,
 ) {
-    let outbox = Arc::new(Outbox::new(settings.outbox_limit_bytes));
-    let app = slot.app().clone();
-    let mut session = Session::new(app.clone(), socket_id, outbox.clone());
-    session.greet(settings.keepalive.activity_timeout);
-    let (mut read_half, mut write_half) = stream.split();
-    let mut reader = FrameReader::new(early_bytes, settings.max_message_bytes);
-    let mut message: Option<Vec<u8>> = None;
-
-    let mut heard = Instant::now();
-    let mut keepalive = Keepalive::new(settings.keepalive);
-    let mut keepalive_at = Instant::from_std(keepalive.first_check(heard.into_std()));
-    // "Authorized connections": without a sign-in (or a private or presence subscription)
-    // by this deadline the connection is closed with 4009. It shares the keep-alive timer.
-    let mut signin_deadline = app
-        .config
-        .require_signin
-        .then(|| Instant::now() + app.config.signin_timeout);
-    let timer = sleep_until(next_wake(keepalive_at, signin_deadline));
+    let mut conn = Connection::open(stream, early_bytes, slot, socket_id, settings, live);
+    let timer = sleep_until(conn.next_wake());
     tokio::pin!(timer);
+    poll_fn(|cx| conn.poll(cx, timer.as_mut())).await;
+    conn.session.leave_all();
+}
 
-    let mut shutting_down = *shutdown.borrow();
-    if shutting_down {
-        outbox.close(shutdown_request());
+struct Connection {
+    stream: TcpStream,
+    outbox: Arc<Outbox>,
+    session: Session,
+    reader: FrameReader,
+    /// A fragmented message being reassembled.
+    message: Option<Vec<u8>>,
+    /// Frames taken from the outbox and not yet fully written.
+    writing: VecDeque<Bytes>,
+    /// The outbox asked to close: once `writing` is out, the connection ends.
+    closing: bool,
+    /// A close has been requested (a read error among the reasons): stop reading.
+    done_reading: bool,
+    heard: Instant,
+    keepalive: Keepalive,
+    keepalive_at: Instant,
+    /// "Authorized connections": without a sign-in (or a private or presence subscription)
+    /// by this deadline the connection is closed with 4009.
+    signin_deadline: Option<Instant>,
+    /// Set while a write waits on a full socket; cleared whenever bytes go out.
+    write_deadline: Option<Instant>,
+    settings: Arc<ConnectionSettings>,
+    _listed: Listed,
+    _slot: ConnectionSlot,
+}
+
+/// Whether the connection goes on after a timer event.
+enum Next {
+    Continue,
+    End,
+}
+
+impl Connection {
+    fn open(
+        stream: TcpStream,
+        early_bytes: Bytes,
+        slot: ConnectionSlot,
+        socket_id: SocketId,
+        settings: Arc<ConnectionSettings>,
+        live: &Arc<LiveConnections>,
+    ) -> Self {
+        let outbox = Arc::new(Outbox::new(settings.outbox_limit_bytes));
+        let app = slot.app().clone();
+        let session = Session::new(app.clone(), socket_id, outbox.clone());
+        session.greet(settings.keepalive.activity_timeout);
+        let heard = Instant::now();
+        let keepalive = Keepalive::new(settings.keepalive);
+        let keepalive_at = Instant::from_std(keepalive.first_check(heard.into_std()));
+        Connection {
+            _listed: live.add(socket_id.conn, &outbox),
+            stream,
+            outbox,
+            session,
+            reader: FrameReader::new(early_bytes, settings.max_message_bytes),
+            message: None,
+            writing: VecDeque::new(),
+            closing: false,
+            done_reading: false,
+            heard,
+            keepalive,
+            keepalive_at,
+            signin_deadline: app
+                .config
+                .require_signin
+                .then(|| heard + app.config.signin_timeout),
+            write_deadline: None,
+            settings,
+            _slot: slot,
+        }
     }
 
-    loop {
-        tokio::select! {
-            drained = outbox.drained() => match drained {
-                Drained::Frames(frames) => {
-                    if write_frames(&mut write_half, frames, settings.write_timeout).await.is_err() {
-                        break;
+    /// Makes every step that can make progress, then waits on all of them at once: the
+    /// socket (readable, or writable while a write is pending), the outbox and the timer.
+    fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<()> {
+        loop {
+            let mut progressed = false;
+            match poll_write_frames(cx, &self.stream, &mut self.writing, &mut progressed) {
+                Poll::Ready(Ok(())) => self.write_deadline = None,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => {
+                    if progressed || self.write_deadline.is_none() {
+                        self.write_deadline = Some(Instant::now() + self.settings.write_timeout);
                     }
                 }
-                Drained::Close(frames, request) => {
-                    // Leave the channels first: a stalled peer may hold the final write for
-                    // up to the write timeout, and nobody should count it meanwhile.
-                    session.leave_all();
-                    finish(&mut write_half, frames, request, settings.write_timeout).await;
-                    break;
+            }
+            if self.writing.is_empty() {
+                if self.closing {
+                    let _ = Pin::new(&mut self.stream).poll_shutdown(cx);
+                    return Poll::Ready(());
                 }
-            },
-            frame = reader.next(&mut read_half) => {
-                heard = Instant::now();
+                if let Poll::Ready(drained) = self.outbox.poll_drain(cx) {
+                    if self.take(drained) {
+                        continue;
+                    }
+                    return Poll::Ready(());
+                }
+            }
+            if !self.closing
+                && !self.done_reading
+                && let Poll::Ready(frame) = self.reader.poll_next(cx, &self.stream)
+            {
+                self.heard = Instant::now();
+                let limit = self.settings.max_message_bytes;
                 match frame {
-                    Ok(frame) => on_frame(frame, &mut message, &mut session, &outbox, settings.max_message_bytes),
-                    Err(e) => close_for_error(&outbox, e, settings.max_message_bytes),
+                    Ok(frame) => on_frame(
+                        frame,
+                        &mut self.message,
+                        &mut self.session,
+                        &self.outbox,
+                        limit,
+                    ),
+                    Err(e) => close_for_error(&self.outbox, e, limit),
                 }
+                // Once a close is asked for, by this frame or by anyone, nothing more the
+                // client says matters; a read error would also repeat forever while a write
+                // waits on the socket.
+                self.done_reading = self.outbox.is_closing();
+                // A client that never stops sending would keep the timer below from being
+                // polled; its deadlines (sign-in, write timeout) still apply.
+                if self.heard >= self.next_wake()
+                    && let Next::End = self.on_timer()
+                {
+                    return Poll::Ready(());
+                }
+                continue;
             }
-            () = &mut timer => {
-                let now = Instant::now();
-                if signin_deadline.is_some_and(|d| now >= d) {
-                    signin_deadline = None;
-                    if !session.is_authorized() {
-                        outbox.close(CloseRequest {
-                            code: Some(codes::UNAUTHORIZED),
-                            reason: "Connection not authorized within timeout: sign in first".to_string(),
-                            announce: true,
-                        });
-                    }
-                }
-                if now >= keepalive_at {
-                    match keepalive.check(heard.into_std(), now.into_std()) {
-                        Action::WaitUntil(at) => keepalive_at = Instant::from_std(at),
-                        Action::Ping(at) => {
-                            keepalive_at = Instant::from_std(at);
-                            let ping = VecDeque::from([encode::ping_frame()]);
-                            if write_frames(&mut write_half, ping, settings.write_timeout).await.is_err() {
-                                break;
-                            }
-                        }
-                        Action::Close => outbox.close(CloseRequest {
-                            code: Some(codes::PONG_NOT_RECEIVED),
-                            reason: "Pong reply not received in time".to_string(),
-                            announce: true,
-                        }),
-                    }
-                }
-                timer.as_mut().reset(next_wake(keepalive_at, signin_deadline));
+            let wake = self.next_wake();
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
             }
-            changed = shutdown.changed(), if !shutting_down => {
-                if changed.is_err() || *shutdown.borrow() {
-                    shutting_down = true;
-                    outbox.close(shutdown_request());
-                }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if let Next::End = self.on_timer() {
+                return Poll::Ready(());
             }
         }
     }
-    session.leave_all();
-    drop(slot);
-}
 
-/// The earlier of the keep-alive check and the sign-in deadline.
-fn next_wake(keepalive_at: Instant, signin_deadline: Option<Instant>) -> Instant {
-    signin_deadline.map_or(keepalive_at, |d| d.min(keepalive_at))
-}
-
-fn shutdown_request() -> CloseRequest {
-    CloseRequest {
-        code: Some(codes::RECONNECT_NOW),
-        reason: "Server is shutting down; reconnect shortly".to_string(),
-        announce: true,
-    }
-}
-
-/// Writes what was queued, then (unless the peer is gone) `pusher:error` and the close frame.
-async fn finish(
-    socket: &mut tokio::net::tcp::WriteHalf<'_>,
-    mut frames: VecDeque<Bytes>,
-    request: CloseRequest,
-    write_timeout: Duration,
-) {
-    if let Some(code) = request.code {
-        if request.announce {
-            frames.push_back(encode::error_frame(Some(code), &request.reason));
+    /// Takes what the outbox gave; false when the connection should end without writing.
+    fn take(&mut self, drained: Drained) -> bool {
+        match drained {
+            Drained::Frames(frames) => {
+                self.writing = frames;
+                true
+            }
+            Drained::Close(mut frames, request) => {
+                // Leave the channels first: a stalled peer may hold the final write for up
+                // to the write timeout, and nobody should count it meanwhile.
+                self.session.leave_all();
+                self.closing = true;
+                let Some(code) = request.code else {
+                    return false;
+                };
+                if request.announce {
+                    frames.push_back(encode::error_frame(Some(code), &request.reason));
+                }
+                frames.push_back(encode::close_frame(code, &request.reason));
+                self.writing = frames;
+                true
+            }
         }
-        frames.push_back(encode::close_frame(code, &request.reason));
-        let _ = write_frames(socket, frames, write_timeout).await;
     }
-    let _ = tokio::time::timeout(write_timeout, socket.shutdown()).await;
+
+    /// The earliest of the keep-alive check, the sign-in deadline and the write timeout.
+    fn next_wake(&self) -> Instant {
+        [self.signin_deadline, self.write_deadline]
+            .into_iter()
+            .flatten()
+            .fold(self.keepalive_at, Instant::min)
+    }
+
+    fn on_timer(&mut self) -> Next {
+        let now = Instant::now();
+        if self.write_deadline.is_some_and(|d| now >= d) {
+            // The peer took nothing for the whole write timeout.
+            return Next::End;
+        }
+        if self.signin_deadline.is_some_and(|d| now >= d) {
+            self.signin_deadline = None;
+            if !self.session.is_authorized() {
+                self.outbox.close(CloseRequest {
+                    code: Some(codes::UNAUTHORIZED),
+                    reason: "Connection not authorized within timeout: sign in first".to_string(),
+                    announce: true,
+                });
+            }
+        }
+        if now >= self.keepalive_at {
+            match self.keepalive.check(self.heard.into_std(), now.into_std()) {
+                Action::WaitUntil(at) => self.keepalive_at = Instant::from_std(at),
+                Action::Ping(at) => {
+                    self.keepalive_at = Instant::from_std(at);
+                    self.outbox.push(encode::ping_frame());
+                }
+                Action::Close => self.outbox.close(CloseRequest {
+                    code: Some(codes::PONG_NOT_RECEIVED),
+                    reason: "Pong reply not received in time".to_string(),
+                    announce: true,
+                }),
+            }
+        }
+        Next::Continue
+    }
 }
 
 /// Applies one frame: messages go to the session, control frames are answered.

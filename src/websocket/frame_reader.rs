@@ -3,13 +3,15 @@
 //! fastwebsockets' reader keeps an 8 KB buffer per socket for the socket's whole life; with
 //! tens of thousands of mostly idle subscribers that is most of a connection's memory. This
 //! reader waits for readability with no buffer, reads what is there, parses every complete
-//! frame, and lets the buffer go as soon as nothing partial is left in it. Parsing is
-//! synchronous over the buffer and reading is `read_buf`, so `next` is cancel-safe.
+//! frame, and lets the buffer go as soon as nothing partial is left in it. It is polled by
+//! the connection's own future and keeps its state in itself.
 //! fastwebsockets still does the upgrade handshake and provides the unmasking routine.
 
+use std::io;
+use std::task::{Context, Poll, ready};
+
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::ReadHalf;
+use tokio::net::TcpStream;
 
 /// Bytes requested from the socket at a time when nothing partial is buffered.
 const READ_CHUNK: usize = 4096;
@@ -56,25 +58,36 @@ impl FrameReader {
         }
     }
 
-    /// The next frame from `stream`.
-    pub async fn next(&mut self, stream: &mut ReadHalf<'_>) -> Result<Frame, FrameError> {
+    /// The next frame, reading from `stream` when nothing complete is buffered. Waits (and
+    /// keeps `cx`'s waker with the socket) only when the socket has nothing to read.
+    pub fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &TcpStream,
+    ) -> Poll<Result<Frame, FrameError>> {
         loop {
             if let Some(frame) = self.parse()? {
                 if self.buf.is_empty() {
                     // Nothing partial left: hand the allocation back while idle.
                     self.buf = BytesMut::new();
                 }
-                return Ok(frame);
+                return Poll::Ready(Ok(frame));
             }
-            if self.buf.is_empty() {
-                stream.readable().await.map_err(|_| FrameError::Closed)?;
-                self.buf.reserve(READ_CHUNK);
-            } else if self.buf.capacity() == self.buf.len() {
+            if ready!(stream.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(Err(FrameError::Closed));
+            }
+            if self.buf.capacity() == self.buf.len() {
                 self.buf.reserve(READ_CHUNK);
             }
-            match stream.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return Err(FrameError::Closed),
+            match stream.try_read_buf(&mut self.buf) {
+                Ok(0) => return Poll::Ready(Err(FrameError::Closed)),
                 Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.buf.is_empty() {
+                        self.buf = BytesMut::new();
+                    }
+                }
+                Err(_) => return Poll::Ready(Err(FrameError::Closed)),
             }
         }
     }

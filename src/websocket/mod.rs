@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod frame_reader;
 pub mod keepalive;
+pub mod live;
 pub mod session;
 pub mod socket_writer;
 pub mod upgrade;

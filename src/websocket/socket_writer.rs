@@ -1,18 +1,14 @@
-//! Writes queued frames to the socket, several per syscall. The first attempt is a
-//! non-blocking vectored write with no timer; only when the socket is full does the write
-//! wait, and then under `write_timeout` (a write that makes no progress for that long ends
-//! the connection). Keeping the timer off the common path matters: a fan-out performs one
-//! of these per recipient.
+//! Writes queued frames to the socket, several per syscall: a non-blocking vectored write
+//! first, and a wait for writability only when the socket is full. The caller arms its write
+//! timeout only then, which keeps timers off the common path: a fan-out performs one of
+//! these per recipient.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::pin::Pin;
-use std::time::Duration;
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
-use tokio::io::AsyncWrite;
-use tokio::net::tcp::WriteHalf;
-use tokio::time::timeout;
+use tokio::net::TcpStream;
 
 const MAX_IOVECS: usize = 64;
 
@@ -41,43 +37,34 @@ fn consume(frames: &mut VecDeque<Bytes>, mut written: usize) {
     }
 }
 
-/// Writes every frame in `frames`.
-pub async fn write_frames(
-    socket: &mut WriteHalf<'_>,
-    mut frames: VecDeque<Bytes>,
-    write_timeout: Duration,
-) -> io::Result<()> {
+/// Writes frames from the front of `frames` until none is left or the socket is full; in
+/// the second case `cx`'s waker is kept with the socket. Sets `progressed` when any byte
+/// went out, which is what the caller's write timeout measures.
+pub fn poll_write_frames(
+    cx: &mut Context<'_>,
+    socket: &TcpStream,
+    frames: &mut VecDeque<Bytes>,
+    progressed: &mut bool,
+) -> Poll<io::Result<()>> {
     while !frames.is_empty() {
         let attempt = {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = gather(&frames, &mut slices);
+            let count = gather(frames, &mut slices);
             socket.try_write_vectored(&slices[..count])
         };
-        let written = match attempt {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // The iovec array is built inside each poll, so it is not part of this
-                // future's state.
-                let wait = std::future::poll_fn(|cx| {
-                    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                    let count = gather(&frames, &mut slices);
-                    Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..count])
-                });
-                match timeout(write_timeout, wait).await {
-                    Ok(result) => result?,
-                    Err(_) => {
-                        return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"));
-                    }
-                }
+        match attempt {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(written) => {
+                *progressed = true;
+                consume(frames, written);
             }
-            Err(e) => return Err(e),
-        };
-        if written == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed"));
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready!(socket.poll_write_ready(cx))?;
+            }
+            Err(e) => return Poll::Ready(Err(e)),
         }
-        consume(&mut frames, written);
     }
-    Ok(())
+    Poll::Ready(Ok(()))
 }
 
 #[cfg(test)]

@@ -159,17 +159,13 @@ pub fn upgrade(mut req: Request<Incoming>, ctx: &Arc<ServerContext>) -> Response
             Admission::Accept(slot) => {
                 let settings = ctx.connection_settings.clone();
                 let socket_id = ctx.socket_ids.next();
-                connection::run(
-                    stream,
-                    parts.read_buf,
-                    slot,
-                    socket_id,
-                    settings,
-                    ctx.shutdown.clone(),
-                )
-                .await;
+                connection::run(stream, parts.read_buf, slot, socket_id, settings, &ctx.live).await;
             }
-            Admission::Refuse { code, message } => send_refusal(stream, code, &message).await,
+            // Boxed: this future is larger than a connection's, and the task is sized for
+            // the larger of the two for as long as the connection lives.
+            Admission::Refuse { code, message } => {
+                Box::pin(send_refusal(stream, code, &message)).await
+            }
         }
     });
     let (parts, _) = response.into_parts();

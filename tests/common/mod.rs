@@ -635,14 +635,22 @@ pub struct RawWs {
 impl RawWs {
     /// Upgrades `path_and_query`; panics unless the answer is 101.
     pub async fn connect(addr: SocketAddr, path_and_query: &str) -> RawWs {
+        RawWs::connect_then(addr, path_and_query, &[]).await
+    }
+
+    /// Like [`RawWs::connect`], with `trailing` sent in the same write as the request, so
+    /// the server reads those bytes together with the upgrade.
+    pub async fn connect_then(addr: SocketAddr, path_and_query: &str, trailing: &[u8]) -> RawWs {
         let mut stream = TcpStream::connect(addr).await.expect("TCP connect");
-        let request = format!(
+        let mut request = format!(
             "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
              Sec-WebSocket-Version: 13\r\n\r\n"
-        );
+        )
+        .into_bytes();
+        request.extend_from_slice(trailing);
         stream
-            .write_all(request.as_bytes())
+            .write_all(&request)
             .await
             .expect("write upgrade request");
         let mut raw = RawWs {
@@ -670,16 +678,7 @@ impl RawWs {
     /// Upgrades on the default app and reads `connection_established`.
     pub async fn connect_app(addr: SocketAddr) -> RawWs {
         let mut raw = RawWs::connect(addr, &format!("/app/{APP_KEY}?protocol=7")).await;
-        match raw.read_frame(RECV_TIMEOUT).await {
-            RawNext::Frame {
-                opcode: OP_TEXT,
-                payload,
-            } => {
-                let frame = parse_json(&payload);
-                assert_eq!(frame["event"], "pusher:connection_established", "{frame}");
-            }
-            other => panic!("expected connection_established, got {other:?}"),
-        }
+        raw.expect_connection_established().await;
         raw
     }
 
@@ -719,6 +718,25 @@ impl RawWs {
 
     pub async fn send_json(&mut self, value: &Value) {
         self.send_frame(OP_TEXT, value.to_string().as_bytes()).await;
+    }
+
+    /// Sends bytes as they are, for frames a real client would never build.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write raw bytes");
+    }
+
+    /// Reads `pusher:connection_established`; panics on anything else.
+    pub async fn expect_connection_established(&mut self) {
+        match self.read_frame(RECV_TIMEOUT).await {
+            RawNext::Frame {
+                opcode: OP_TEXT,
+                payload,
+            } => {
+                let frame = parse_json(&payload);
+                assert_eq!(frame["event"], "pusher:connection_established", "{frame}");
+            }
+            other => panic!("expected connection_established, got {other:?}"),
+        }
     }
 
     /// Reads one frame within `within`.

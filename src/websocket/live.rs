@@ -1,0 +1,115 @@
+//! Every open WebSocket connection of the server, by connection id, so that shutdown can ask
+//! each one to close through its outbox.
+//!
+//! A connection holds no shutdown receiver of its own: a watch receiver and the future that
+//! waits on it would cost every idle connection about a hundred bytes, where an entry here
+//! costs about thirty. The list is sharded so that connections opening and closing on both
+//! cores rarely meet on a lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::channels::{CloseRequest, Outbox};
+use crate::protocol::socket_id::ConnId;
+
+const SHARDS: usize = 16;
+
+#[derive(Debug, Default)]
+pub struct LiveConnections {
+    shards: [Mutex<HashMap<ConnId, Arc<Outbox>>>; SHARDS],
+    /// Set once shutdown begins; what every connection is asked to close with.
+    closing: Mutex<Option<CloseRequest>>,
+}
+
+/// Keeps a connection in the list; removes it on drop.
+#[derive(Debug)]
+pub struct Listed {
+    live: Arc<LiveConnections>,
+    conn: ConnId,
+}
+
+impl LiveConnections {
+    fn shard(&self, conn: ConnId) -> &Mutex<HashMap<ConnId, Arc<Outbox>>> {
+        &self.shards[conn as usize % SHARDS]
+    }
+
+    /// Lists a connection. If the server is already closing, the outbox is asked to close
+    /// at once, so a connection that opens during shutdown cannot be missed.
+    pub fn add(self: &Arc<Self>, conn: ConnId, outbox: &Arc<Outbox>) -> Listed {
+        self.shard(conn).lock().insert(conn, outbox.clone());
+        // `close_all` sets `closing` before it walks the shards, and both sides take the
+        // shard's lock: either its walk finds this entry, or this sees `closing`.
+        if let Some(request) = self.closing.lock().clone() {
+            outbox.close(request);
+        }
+        Listed {
+            live: self.clone(),
+            conn,
+        }
+    }
+
+    /// Asks every listed connection, and every one listed from now on, to close.
+    pub fn close_all(&self, request: CloseRequest) {
+        *self.closing.lock() = Some(request.clone());
+        for shard in &self.shards {
+            let outboxes: Vec<Arc<Outbox>> = shard.lock().values().cloned().collect();
+            for outbox in outboxes {
+                outbox.close(request.clone());
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.live.shard(self.conn).lock().remove(&self.conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::outbox::Drained;
+
+    fn request() -> CloseRequest {
+        CloseRequest {
+            code: Some(4200),
+            reason: "bye".into(),
+            announce: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn close_all_reaches_listed_and_later_connections() {
+        let live = Arc::new(LiveConnections::default());
+        let early = Arc::new(Outbox::new(100));
+        let _a = live.add(1, &early);
+        live.close_all(request());
+        assert!(matches!(early.drained().await, Drained::Close(_, r) if r.code == Some(4200)));
+        let late = Arc::new(Outbox::new(100));
+        let _b = live.add(2, &late);
+        assert!(
+            late.is_closing(),
+            "a connection listed after shutdown began closes too"
+        );
+    }
+
+    #[test]
+    fn dropping_the_listing_removes_it() {
+        let live = Arc::new(LiveConnections::default());
+        let listed = live.add(7, &Arc::new(Outbox::new(100)));
+        assert_eq!(live.len(), 1);
+        drop(listed);
+        assert!(live.is_empty());
+    }
+}
