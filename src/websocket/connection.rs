@@ -34,7 +34,6 @@ use super::live::{Listed, LiveConnections};
 use super::session::Session;
 use super::socket_writer::poll_write_frames;
 use crate::apps::ConnectionSlot;
-use crate::channels::outbox::Drained;
 use crate::channels::{CloseRequest, Outbox};
 use crate::protocol::codes;
 use crate::protocol::encode;
@@ -155,8 +154,12 @@ impl Connection {
                     let _ = Pin::new(&mut self.stream).poll_shutdown(cx);
                     return Poll::Ready(());
                 }
-                if let Poll::Ready(drained) = self.outbox.poll_drain(cx) {
-                    if self.take(drained) {
+                if let Poll::Ready(close) = self.outbox.poll_drain(cx, &mut self.writing) {
+                    let go_on = match close {
+                        None => true,
+                        Some(request) => self.begin_close(request),
+                    };
+                    if go_on {
                         continue;
                     }
                     return Poll::Ready(());
@@ -204,29 +207,23 @@ impl Connection {
         }
     }
 
-    /// Takes what the outbox gave; false when the connection should end without writing.
-    fn take(&mut self, drained: Drained) -> bool {
-        match drained {
-            Drained::Frames(frames) => {
-                self.writing = frames;
-                true
-            }
-            Drained::Close(mut frames, request) => {
-                // Leave the channels first: a stalled peer may hold the final write for up
-                // to the write timeout, and nobody should count it meanwhile.
-                self.session.leave_all();
-                self.closing = true;
-                let Some(code) = request.code else {
-                    return false;
-                };
-                if request.announce {
-                    frames.push_back(encode::error_frame(Some(code), &request.reason));
-                }
-                frames.push_back(encode::close_frame(code, &request.reason));
-                self.writing = frames;
-                true
-            }
+    /// Starts closing after the frames already in `writing`; false when the connection
+    /// should end without writing anything (the peer is gone).
+    fn begin_close(&mut self, request: CloseRequest) -> bool {
+        // Leave the channels first: a stalled peer may hold the final write for up to the
+        // write timeout, and nobody should count it meanwhile.
+        self.session.leave_all();
+        self.closing = true;
+        let Some(code) = request.code else {
+            return false;
+        };
+        if request.announce {
+            self.writing
+                .push_back(encode::error_frame(Some(code), &request.reason));
         }
+        self.writing
+            .push_back(encode::close_frame(code, &request.reason));
+        true
     }
 
     /// The earliest of the keep-alive check, the sign-in deadline and the write timeout.
