@@ -165,3 +165,25 @@ async fn configured_max_event_payload_bytes_is_enforced() {
     let frame = client.recv_json().await;
     assert_eq!(frame["data"].as_str().map(str::len), Some(1000));
 }
+
+/// The limit is on the data string itself, not on its escaped form in the request body: a
+/// string of 1,000 quotes takes 2,000 characters in JSON and is still within 1,000 bytes.
+#[tokio::test]
+async fn max_event_payload_bytes_counts_the_data_unescaped() {
+    let mut config = test_config();
+    config.apps[0].max_event_payload_bytes = 1000;
+    let server = Server::start(config).await;
+    let mut client = server.client().await;
+    client.subscribe("quoted").await;
+    let api = server.api();
+    api.post(
+        "/events",
+        &json!({"name": "e", "data": "\"".repeat(1001), "channels": ["quoted"]}),
+    )
+    .await
+    .assert_error(413);
+    client.expect_no_message(QUIET).await;
+    api.publish("quoted", "e", &"\"".repeat(1000)).await;
+    let frame = client.recv_json().await;
+    assert_eq!(frame["data"].as_str(), Some("\"".repeat(1000).as_str()));
+}

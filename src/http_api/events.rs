@@ -37,10 +37,30 @@ struct BatchBody {
 #[derive(Debug)]
 struct Prepared {
     name: String,
-    data: String,
+    data: Payload,
     channels: Vec<String>,
     except: Option<ConnId>,
     info: Option<Info>,
+}
+
+/// An event's `data` as it goes into the frame.
+#[derive(Debug)]
+enum Payload {
+    /// A JSON string literal from the request, spliced into the frame as it is: the frame
+    /// carries `data` as a JSON string too, so there is nothing to unescape and re-escape.
+    Literal(Box<RawValue>),
+    /// Data posted as an object (some SDKs do), delivered as its JSON text.
+    Text(String),
+}
+
+impl Payload {
+    /// The data string itself, which a cache channel keeps for `info=cache`.
+    fn text(&self) -> String {
+        match self {
+            Payload::Literal(raw) => serde_json::from_str(raw.get()).unwrap_or_default(),
+            Payload::Text(text) => text.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -135,19 +155,29 @@ fn prepare(
         ));
     }
     let raw = body.data.ok_or_else(|| bad("Missing data"))?;
-    let data = if raw.get().starts_with('"') {
-        serde_json::from_str::<String>(raw.get()).map_err(|e| bad(format!("Invalid data: {e}")))?
+    let limit = cfg.max_event_payload_bytes;
+    let (data, data_len) = if raw.get().starts_with('"') {
+        // Escaping only lengthens a string, so the literal's length bounds the data's; decode
+        // only when that bound is over the limit.
+        let bound = raw.get().len() - 2;
+        let len = if bound > limit {
+            serde_json::from_str::<String>(raw.get())
+                .map_err(|e| bad(format!("Invalid data: {e}")))?
+                .len()
+        } else {
+            bound
+        };
+        (Payload::Literal(raw), len)
     } else if raw.get() == "null" {
         return Err(bad("Missing data"));
     } else {
-        // Some SDKs post an object; it is delivered as its JSON text.
-        raw.get().to_string()
+        let text = raw.get().to_string();
+        let len = text.len();
+        (Payload::Text(text), len)
     };
-    if data.len() > cfg.max_event_payload_bytes {
+    if data_len > limit {
         return Err(ApiError::PayloadTooLarge(format!(
-            "The event data should be at most {} bytes; got {}",
-            cfg.max_event_payload_bytes,
-            data.len()
+            "The event data should be at most {limit} bytes; got {data_len}"
         )));
     }
     let mut channels = match (body.channels, body.channel) {
@@ -168,8 +198,15 @@ fn prepare(
             cfg.max_event_channels
         )));
     }
-    let mut seen = std::collections::HashSet::new();
-    channels.retain(|c| seen.insert(c.clone()));
+    // At most `max_event_channels` names, usually one: a quadratic pass allocates nothing.
+    let mut i = 1;
+    while i < channels.len() {
+        if channels[..i].contains(&channels[i]) {
+            channels.remove(i);
+        } else {
+            i += 1;
+        }
+    }
     for ch in &channels {
         let spec =
             channel::classify(ch).map_err(|e| bad(format!("Invalid channel name {ch:?}: {e}")))?;
@@ -209,10 +246,11 @@ fn prepare(
 
 fn publish(app: &App, event: &Prepared) {
     for ch in &event.channels {
-        let frame = Event::new(&event.name)
-            .channel(ch)
-            .text(&event.data)
-            .to_frame();
+        let frame = match &event.data {
+            Payload::Literal(raw) => Event::new(&event.name).channel(ch).raw(raw),
+            Payload::Text(text) => Event::new(&event.name).channel(ch).text(text),
+        }
+        .to_frame();
         let spec = channel::classify(ch);
         match spec {
             Ok(spec) if spec.kind == ChannelKind::User => {
@@ -223,7 +261,7 @@ fn publish(app: &App, event: &Prepared) {
                 app.registry.publish_cached(
                     ch,
                     &frame,
-                    &event.data,
+                    &event.data.text(),
                     app.config.cache_ttl,
                     event.except,
                 );

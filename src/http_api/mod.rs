@@ -47,7 +47,8 @@ async fn dispatch(
     apps: &AppStore,
     socket_ids: &SocketIds,
 ) -> Result<String, ApiError> {
-    let path = req.uri().path().to_string();
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
     if path == "/" || path == "/up" {
         return Ok("{\"ok\":true}".to_string());
     }
@@ -64,7 +65,7 @@ async fn dispatch(
         // The Python SDK calls terminate without `/apps/{id}`; the app is then the one
         // whose key signed the request.
         tail @ ["users", _, "terminate_connections"] => {
-            let params = query::parse(req.uri().query().unwrap_or(""));
+            let params = query::parse(parts.uri.query().unwrap_or(""));
             let key = query::get(&params, "auth_key").unwrap_or("");
             let app = apps
                 .by_key(key)
@@ -82,20 +83,19 @@ async fn dispatch(
         ["users", user, "terminate_connections"] => (Route::Terminate(decode(user)), Method::POST),
         _ => return Err(not_found()),
     };
-    if req.method() != method {
+    if parts.method != method {
         return Err(ApiError::MethodNotAllowed(format!(
             "{} is not allowed on {path}; use {method}",
-            req.method()
+            parts.method
         )));
     }
-    let raw_query = req.uri().query().unwrap_or("").to_string();
-    let method_name = req.method().as_str().to_string();
+    let raw_query = parts.uri.query().unwrap_or("");
     let cfg = &app.config;
     let body_limit = cfg
         .max_event_payload_bytes
         .saturating_mul(cfg.max_batch_events)
         .saturating_add(BODY_OVERHEAD);
-    let body = match Limited::new(req.into_body(), body_limit).collect().await {
+    let body = match Limited::new(body, body_limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(ApiError::PayloadTooLarge(format!(
@@ -108,7 +108,7 @@ async fn dispatch(
             )));
         }
     };
-    let verified = auth::verify(app, &method_name, &path, &raw_query, body)?;
+    let verified = auth::verify(app, parts.method.as_str(), path, raw_query, body)?;
     if !verified.app.config.enabled {
         return Err(ApiError::Forbidden("Application disabled".into()));
     }

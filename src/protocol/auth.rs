@@ -26,9 +26,10 @@ pub fn sign(secret: &str, message: &str) -> String {
 /// Whether `signature_hex` is the signature of `parts` joined (no separators added),
 /// compared in constant time.
 pub fn verify_parts(secret: &str, parts: &[&str], signature_hex: &str) -> bool {
-    let Ok(expected) = hex::decode(signature_hex) else {
+    let mut expected = [0u8; 32];
+    if hex::decode_to_slice(signature_hex, &mut expected).is_err() {
         return false;
-    };
+    }
     let mut m = mac(secret);
     for part in parts {
         m.update(part.as_bytes());

@@ -91,9 +91,20 @@ impl<'a> Event<'a> {
         self
     }
 
+    /// About the JSON length, so the frame's buffer is allocated once.
+    fn size_hint(&self) -> usize {
+        let data = match self.data {
+            Some(Data::Text(t)) => t.len() + t.len() / 8 + 2,
+            Some(Data::Raw(r)) => r.get().len(),
+            None => 0,
+        };
+        let text = |s: Option<&str>| s.map_or(0, |s| s.len() + 16);
+        32 + self.event.len() + text(self.channel) + text(self.user_id) + data
+    }
+
     /// The complete WebSocket text frame for this event.
     pub fn to_frame(&self) -> Bytes {
-        let mut buf = Vec::with_capacity(MAX_HEADER + 64);
+        let mut buf = Vec::with_capacity(MAX_HEADER + self.size_hint());
         buf.resize(MAX_HEADER, 0);
         // Serialising borrowed strings into a Vec cannot fail.
         if serde_json::to_writer(&mut buf, self).is_err() {

@@ -16,6 +16,10 @@ pub fn parse(query: &str) -> Vec<(String, String)> {
 }
 
 fn decode(s: &str) -> String {
+    // Signed API requests are mostly plain ASCII: one copy, no decoding pass.
+    if !s.contains(['+', '%']) {
+        return s.to_string();
+    }
     let spaced = s.replace('+', " ");
     percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
 }
