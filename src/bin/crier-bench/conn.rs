@@ -9,10 +9,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::sys::now_ns;
-use crate::worker::{PHASE_FINISH, Shared};
+use crate::worker::{PHASE_FINISH, Shared, SubRound};
 use crate::ws::{self, In, WsConn};
 
 /// Tracker of received sequence numbers per connection: everything below `next` was seen;
@@ -267,38 +267,34 @@ fn subscribe_msg(ch: &str) -> Vec<u8> {
     format!(r#"{{"event":"pusher:subscribe","data":{{"auth":"","channel":"{ch}"}}}}"#).into_bytes()
 }
 
-pub(crate) async fn conn_task(sh: Rc<Shared>, gi: usize, sem: Rc<Semaphore>) {
+/// Connects and waits for `pusher:connection_established`; counts the outcome.
+async fn open_conn(
+    sh: &Rc<Shared>,
+    gi: usize,
+    lg: &mut Logic,
+    rcvbuf: Option<u32>,
+    sem: &Semaphore,
+) -> Option<WsConn> {
     let spec = &sh.spec;
-    let stalled = spec.is_stalled(gi);
-    let channel = spec.channel_of(gi);
-    let mut phase = sh.phase.subscribe();
-    let mut upto = sh.sub_upto.subscribe();
-    let mut lg = Logic::new(sh.clone(), !stalled);
-    let rcvbuf = if stalled && spec.stalled_rcvbuf > 0 {
-        Some(spec.stalled_rcvbuf)
-    } else {
-        None
-    };
-
     let permit = sem.acquire().await.ok();
     let t0 = now_ns();
     let r = tokio::time::timeout(
         Duration::from_millis(spec.connect_timeout_ms),
-        open_established(&sh, &mut lg, spec.src_of(gi), rcvbuf),
+        open_established(sh, lg, spec.src_of(gi), rcvbuf),
     )
     .await;
     drop(permit);
-    let mut ws = match r {
+    let ws = match r {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             sh.err(e);
             inc(&sh.c.connect_failed);
-            return;
+            return None;
         }
         Err(_) => {
             sh.err("connect timeout");
             inc(&sh.c.connect_failed);
-            return;
+            return None;
         }
     };
     let t1 = now_ns();
@@ -307,31 +303,63 @@ pub(crate) async fn conn_task(sh: Rc<Shared>, gi: usize, sem: Rc<Semaphore>) {
     set_max(&sh.c.t_conn_last, t1);
     inc(&sh.c.connected);
     sh.connected_gi.borrow_mut()[gi - spec.conn_start] = true;
+    Some(ws)
+}
 
-    // Hold (reading) until told to subscribe.
-    while *upto.borrow_and_update() <= gi as u64 {
-        tokio::select! {
-            alive = pump(&mut ws, &mut lg) => if !alive {
-                note_close(&lg);
-                inc(&sh.c.closed_after_open);
+/// The subscribe orders a connection follows: the round (and its channel suffix), and how far
+/// the batches of that round have got.
+struct Orders {
+    round: watch::Receiver<SubRound>,
+    upto: watch::Receiver<u64>,
+}
+
+/// Reads until this connection's turn in a round numbered `next` or later comes; None when the
+/// connection ended first. A connection that still owes the current round a subscribe waits on
+/// the batch counter (as before rounds existed); one that has served it waits for the next round.
+async fn wait_turn(
+    sh: &Shared,
+    ws: &mut WsConn,
+    lg: &mut Logic,
+    o: &mut Orders,
+    gi: usize,
+    next: u64,
+) -> Option<SubRound> {
+    loop {
+        let owes = o.round.borrow_and_update().n >= next;
+        if owes && *o.upto.borrow_and_update() > gi as u64 {
+            return Some(o.round.borrow().clone());
+        }
+        let alive = tokio::select! {
+            alive = pump(ws, lg) => alive,
+            _ = o.round.changed(), if !owes => true,
+            _ = o.upto.changed(), if owes => true,
+        };
+        if !alive {
+            note_close(lg);
+            inc(&sh.c.closed_after_open);
+            if owes {
                 inc(&sh.c.sub_failed);
-                return;
-            },
-            _ = upto.changed() => {}
+            }
+            return None;
         }
     }
+}
 
-    let ch = format!("{}{}", spec.channel_prefix, channel);
+/// Subscribes to `ch` and waits for the acknowledgement; counts the outcome. False when the
+/// connection cannot go on.
+async fn subscribe(sh: &Shared, ws: &mut WsConn, lg: &mut Logic, ch: &str) -> bool {
+    lg.subscribed = false;
+    lg.sub_error = false;
     let ts = now_ns();
     set_min(&sh.c.t_sub_first, ts);
-    if ws.send_text(&subscribe_msg(&ch)).await.is_err() {
+    if ws.send_text(&subscribe_msg(ch)).await.is_err() {
         sh.err("write subscribe failed");
         inc(&sh.c.sub_failed);
-        return;
+        return false;
     }
-    let ok = tokio::time::timeout(Duration::from_millis(spec.connect_timeout_ms), async {
+    let ok = tokio::time::timeout(Duration::from_millis(sh.spec.connect_timeout_ms), async {
         while !lg.subscribed && !lg.sub_error {
-            if !pump(&mut ws, &mut lg).await {
+            if !pump(ws, lg).await {
                 return false;
             }
         }
@@ -344,59 +372,113 @@ pub(crate) async fn conn_task(sh: Rc<Shared>, gi: usize, sem: Rc<Semaphore>) {
             if lg.sub_error {
                 sh.err("subscription refused");
             } else {
-                note_close(&lg);
+                note_close(lg);
                 inc(&sh.c.closed_after_open);
             }
             inc(&sh.c.sub_failed);
-            return;
+            return false;
         }
         Err(_) => {
             sh.err("subscribe timeout");
             inc(&sh.c.sub_failed);
-            return;
+            return false;
         }
     }
     let te = now_ns();
     sh.sub_hist.borrow_mut().record((te - ts) / 1000);
     set_max(&sh.c.t_sub_last, te);
-    if spec.record_sub_times {
+    if sh.spec.record_sub_times {
         sh.sub_times.borrow_mut().push(te);
     }
     inc(&sh.c.subscribed);
+    true
+}
 
-    if stalled {
-        inc(&sh.c.stalled_subscribed);
-        // Never read again; at finish, look whether the server closed us.
-        while *phase.borrow_and_update() < PHASE_FINISH {
-            if phase.changed().await.is_err() {
-                return;
-            }
-        }
-        // Drain what the kernel holds without waiting: did the server give up on us?
-        let mut closed = false;
-        for _ in 0..256 {
-            match ws.try_read_all(&mut |m| lg.on(m), 64) {
-                Ok(Some(false)) if lg.closed.is_none() => continue,
-                Ok(None) => break,
-                _ => {
-                    closed = true;
-                    break;
-                }
-            }
-        }
-        if closed {
-            inc(&sh.c.stalled_closed);
-        }
-        inc(&sh.c.stalled_checked);
-        return;
-    }
-    sh.c.readers_per_channel.borrow_mut()[channel] += 1;
+/// How a connection left the subscribe rounds.
+enum End {
+    /// Closed, or a subscribe failed: nothing more to do.
+    Gone,
+    /// A stalled reader, subscribed once: it holds without reading until the finish.
+    Stalled,
+}
+
+/// Subscribes in every round when the connection's turn comes, reading in between.
+async fn serve_rounds(
+    sh: &Rc<Shared>,
+    ws: &mut WsConn,
+    lg: &mut Logic,
+    gi: usize,
+    stalled: bool,
+) -> End {
+    let spec = &sh.spec;
+    let channel = spec.channel_of(gi);
+    let base = format!("{}{}", spec.channel_prefix, channel);
+    let mut o = Orders {
+        round: sh.sub_round.subscribe(),
+        upto: sh.sub_upto.subscribe(),
+    };
+    let (mut next, mut first) = (0u64, true);
     loop {
-        if !pump(&mut ws, &mut lg).await {
-            note_close(&lg);
-            inc(&sh.c.closed_after_open);
+        let Some(round) = wait_turn(sh, ws, lg, &mut o, gi, next).await else {
+            return End::Gone;
+        };
+        if !subscribe(sh, ws, lg, &format!("{base}{}", round.suffix)).await {
+            return End::Gone;
+        }
+        if stalled {
+            inc(&sh.c.stalled_subscribed);
+            return End::Stalled;
+        }
+        if first {
+            sh.c.readers_per_channel.borrow_mut()[channel] += 1;
+            first = false;
+        }
+        next = round.n + 1;
+    }
+}
+
+/// A stalled reader never reads again; at the finish, look whether the server closed it.
+async fn stalled_hold(sh: &Shared, ws: &mut WsConn, lg: &mut Logic) {
+    let mut phase = sh.phase.subscribe();
+    while *phase.borrow_and_update() < PHASE_FINISH {
+        if phase.changed().await.is_err() {
             return;
         }
+    }
+    // Drain what the kernel holds without waiting: did the server give up on us?
+    let mut closed = false;
+    for _ in 0..256 {
+        match ws.try_read_all(&mut |m| lg.on(m), 64) {
+            Ok(Some(false)) if lg.closed.is_none() => continue,
+            Ok(None) => break,
+            _ => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    if closed {
+        inc(&sh.c.stalled_closed);
+    }
+    inc(&sh.c.stalled_checked);
+}
+
+pub(crate) async fn conn_task(sh: Rc<Shared>, gi: usize, sem: Rc<Semaphore>) {
+    let stalled = sh.spec.is_stalled(gi);
+    let mut lg = Logic::new(sh.clone(), !stalled);
+    let rcvbuf = if stalled && sh.spec.stalled_rcvbuf > 0 {
+        Some(sh.spec.stalled_rcvbuf)
+    } else {
+        None
+    };
+    let Some(mut ws) = open_conn(&sh, gi, &mut lg, rcvbuf, &sem).await else {
+        return;
+    };
+    let end = serve_rounds(&sh, &mut ws, &mut lg, gi, stalled).await;
+    // Out of later rounds: the next round's targets leave this connection out.
+    sh.retired_gi.borrow_mut().push(gi);
+    if let End::Stalled = end {
+        stalled_hold(&sh, &mut ws, &mut lg).await;
     }
 }
 

@@ -163,6 +163,10 @@ pub(crate) struct StormArgs {
     /// Bucket size for the subscribe-rate curve.
     #[arg(long, default_value_t = 1_000)]
     pub(crate) bucket: usize,
+    /// Storms to run on the same connections, each on a fresh channel (PREFIX0-rR); the curve
+    /// reported is the median of the rounds, batch by batch.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) rounds: usize,
 }
 
 #[derive(Args, Debug, Clone)]

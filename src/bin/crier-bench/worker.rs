@@ -102,12 +102,24 @@ pub(crate) struct Counters {
     pub(crate) churn_inflight: Cell<u64>,
 }
 
+/// The subscribe round the parent has started: its number, and the suffix appended to every
+/// channel name in it (empty in round 0 unless the parent gives one).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct SubRound {
+    pub(crate) n: u64,
+    pub(crate) suffix: String,
+}
+
 pub(crate) struct Shared {
     pub(crate) spec: WorkerSpec,
     pub(crate) target: WsTarget,
     pub(crate) phase: watch::Sender<u8>,
     pub(crate) sub_upto: watch::Sender<u64>,
+    pub(crate) sub_round: watch::Sender<SubRound>,
     pub(crate) connected_gi: RefCell<Vec<bool>>,
+    /// Connections done with subscribing (closed, failed or stalled), taken out of
+    /// `connected_gi` when the next round starts.
+    pub(crate) retired_gi: RefCell<Vec<usize>>,
     pub(crate) c: Counters,
     pub(crate) errors: RefCell<BTreeMap<String, u64>>,
     pub(crate) conn_hist: RefCell<Hist>,
@@ -145,6 +157,22 @@ async fn wait_until(deadline_ms: u64, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A new subscribe round on the same connections: per-round counts start from zero, and the
+/// connections that are gone no longer count towards a batch's target.
+fn start_round(sh: &Shared, round: SubRound) {
+    let c = &sh.c;
+    for cell in [&c.subscribed, &c.sub_failed, &c.t_sub_first, &c.t_sub_last] {
+        cell.set(0);
+    }
+    *sh.sub_hist.borrow_mut() = Hist::new();
+    sh.sub_times.borrow_mut().clear();
+    let mut connected = sh.connected_gi.borrow_mut();
+    for gi in sh.retired_gi.borrow().iter() {
+        connected[gi - sh.spec.conn_start] = false;
+    }
+    sh.sub_round.send_replace(round);
+}
+
 async fn worker_main(spec: WorkerSpec) {
     let target = WsTarget {
         addr: spec.addr,
@@ -153,12 +181,15 @@ async fn worker_main(spec: WorkerSpec) {
     };
     let (tx, _rx) = watch::channel(PHASE_CONNECT);
     let (utx, _urx) = watch::channel(0u64);
+    let (rtx, _rrx) = watch::channel(SubRound::default());
     let sh = Rc::new(Shared {
         spec: spec.clone(),
         target,
         phase: tx,
         sub_upto: utx,
+        sub_round: rtx,
         connected_gi: RefCell::new(vec![false; spec.conn_count]),
+        retired_gi: RefCell::new(Vec::new()),
         c: Counters::default(),
         errors: RefCell::new(BTreeMap::new()),
         conn_hist: RefCell::new(Hist::new()),
@@ -204,6 +235,13 @@ async fn worker_main(spec: WorkerSpec) {
                 // Subscribe every connection whose global index is below `upto` (default: all).
                 let upto = cmd["upto"].as_u64().unwrap_or(u64::MAX);
                 let t_cmd = now_ns();
+                let round = SubRound {
+                    n: cmd["round"].as_u64().unwrap_or(0),
+                    suffix: cmd["channel_suffix"].as_str().unwrap_or("").to_string(),
+                };
+                if *sh.sub_round.borrow() != round {
+                    start_round(&sh, round);
+                }
                 let target = sh
                     .connected_gi
                     .borrow()
