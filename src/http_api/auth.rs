@@ -22,25 +22,25 @@ pub const TIMESTAMP_WINDOW_SECS: i64 = 600;
 
 /// A request whose signature, key, timestamp and body hash were checked.
 #[derive(Debug)]
-pub struct VerifiedRequest {
+pub struct VerifiedRequest<'q> {
     pub app: Arc<App>,
-    pub params: Vec<(String, String)>,
+    pub params: Vec<query::Pair<'q>>,
     pub body: Bytes,
 }
 
-impl VerifiedRequest {
+impl VerifiedRequest<'_> {
     pub fn param(&self, key: &str) -> Option<&str> {
         query::get(&self.params, key)
     }
 }
 
-pub fn verify(
+pub fn verify<'q>(
     app: Arc<App>,
     method: &str,
     path: &str,
-    raw_query: &str,
+    raw_query: &'q str,
     body: Bytes,
-) -> Result<VerifiedRequest, ApiError> {
+) -> Result<VerifiedRequest<'q>, ApiError> {
     let params = query::parse(raw_query);
     let get = |k: &str| query::get(&params, k);
     let unauthorized = |m: String| Err(ApiError::Unauthorized(m));
@@ -105,7 +105,7 @@ pub fn verify(
 
 /// `METHOD\npath\nquery`: every parameter but `auth_signature`, keys lower-cased, sorted by
 /// key (then value), joined as `k=v` with `&`. Built in one buffer: this runs on every request.
-fn string_to_sign(method: &str, path: &str, params: &[(String, String)]) -> String {
+fn string_to_sign(method: &str, path: &str, params: &[query::Pair<'_>]) -> String {
     let mut signed: Vec<(Cow<'_, str>, &str)> = params
         .iter()
         .filter(|(k, _)| k != "auth_signature")
@@ -113,9 +113,9 @@ fn string_to_sign(method: &str, path: &str, params: &[(String, String)]) -> Stri
             let key = if k.bytes().any(|b| b.is_ascii_uppercase()) {
                 Cow::Owned(k.to_ascii_lowercase())
             } else {
-                Cow::Borrowed(k.as_str())
+                Cow::Borrowed(k.as_ref())
             };
-            (key, v.as_str())
+            (key, v.as_ref())
         })
         .collect();
     signed.sort_unstable();

@@ -2,6 +2,7 @@
 //! (event, channel) frame once and push it to the channel's subscribers. The event's `data`
 //! string is escaped once into the frame, never re-parsed.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -18,42 +19,50 @@ use crate::protocol::socket_id::{ConnId, SocketId, SocketIds};
 /// Longest event name accepted, as the server SDKs enforce.
 pub const MAX_EVENT_NAME_LEN: usize = 200;
 
+/// Borrowed from the request body wherever no unescaping is needed.
 #[derive(Debug, Deserialize)]
-struct EventBody {
-    name: Option<String>,
-    data: Option<Box<RawValue>>,
-    channels: Option<Vec<String>>,
-    channel: Option<String>,
-    socket_id: Option<String>,
-    info: Option<String>,
+struct EventBody<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    channels: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    socket_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    info: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct BatchBody {
-    batch: Vec<EventBody>,
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    batch: Vec<EventBody<'a>>,
 }
 
 /// An event that passed validation, ready to publish.
 #[derive(Debug)]
-struct Prepared {
-    name: String,
-    data: Payload,
-    channels: Vec<String>,
+struct Prepared<'a> {
+    name: Cow<'a, str>,
+    data: Payload<'a>,
+    channels: Vec<Cow<'a, str>>,
     except: Option<ConnId>,
     info: Option<Info>,
 }
 
 /// An event's `data` as it goes into the frame.
 #[derive(Debug)]
-enum Payload {
+enum Payload<'a> {
     /// A JSON string literal from the request, spliced into the frame as it is: the frame
     /// carries `data` as a JSON string too, so there is nothing to unescape and re-escape.
-    Literal(Box<RawValue>),
+    Literal(&'a RawValue),
     /// Data posted as an object (some SDKs do), delivered as its JSON text.
     Text(String),
 }
 
-impl Payload {
+impl Payload<'_> {
     /// The data string itself, which a cache channel keeps for `info=cache`.
     fn text(&self) -> String {
         match self {
@@ -133,12 +142,12 @@ pub fn batch(req: &VerifiedRequest, socket_ids: &SocketIds) -> Result<String, Ap
     Ok(serde_json::json!({ "batch": items }).to_string())
 }
 
-fn prepare(
+fn prepare<'a>(
     app: &App,
-    body: EventBody,
+    body: EventBody<'a>,
     socket_ids: &SocketIds,
     multi: bool,
-) -> Result<Prepared, ApiError> {
+) -> Result<Prepared<'a>, ApiError> {
     let cfg = &app.config;
     let name = body
         .name
@@ -244,7 +253,7 @@ fn prepare(
     })
 }
 
-fn publish(app: &App, event: &Prepared) {
+fn publish(app: &App, event: &Prepared<'_>) {
     for ch in &event.channels {
         let frame = match &event.data {
             Payload::Literal(raw) => Event::new(&event.name).channel(ch).raw(raw),
@@ -274,7 +283,7 @@ fn publish(app: &App, event: &Prepared) {
 }
 
 /// `{channel: {subscription_count?, user_count?}}` for the channels an event went to.
-fn channel_info(app: &App, channels: &[String], info: Info) -> Map<String, Value> {
+fn channel_info(app: &App, channels: &[Cow<'_, str>], info: Info) -> Map<String, Value> {
     let mut out = BTreeMap::new();
     for ch in channels {
         let stats = app.registry.stats(ch);
@@ -294,7 +303,7 @@ fn channel_info(app: &App, channels: &[String], info: Info) -> Map<String, Value
                 stats.and_then(|s| s.users).unwrap_or(0).into(),
             );
         }
-        out.insert(ch.clone(), Value::Object(attrs));
+        out.insert(ch.to_string(), Value::Object(attrs));
     }
     out.into_iter().collect()
 }

@@ -1,10 +1,15 @@
 //! Query strings: `k=v` pairs split on `&`, percent-decoded with `+` as a space, which is
 //! how every Pusher SDK's query must be read before checking a signature.
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 
+/// One decoded `(key, value)` pair; borrowed from the query unless decoding changed it.
+pub type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// Decoded `(key, value)` pairs in the order given.
-pub fn parse(query: &str) -> Vec<(String, String)> {
+pub fn parse(query: &str) -> Vec<Pair<'_>> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -15,21 +20,21 @@ pub fn parse(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn decode(s: &str) -> String {
-    // Signed API requests are mostly plain ASCII: one copy, no decoding pass.
+fn decode(s: &str) -> Cow<'_, str> {
+    // Signed API requests are mostly plain ASCII: nothing to decode, nothing to copy.
     if !s.contains(['+', '%']) {
-        return s.to_string();
+        return Cow::Borrowed(s);
     }
     let spaced = s.replace('+', " ");
-    percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
+    Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
 }
 
 /// The first value of `key`.
-pub fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub fn get<'p>(pairs: &'p [Pair<'_>], key: &str) -> Option<&'p str> {
     pairs
         .iter()
         .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v.as_ref())
 }
 
 #[cfg(test)]
