@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
 use crate::sys::now_ns;
 use crate::worker::{PHASE_FINISH, Shared, SubRound};
@@ -306,33 +306,25 @@ async fn open_conn(
     Some(ws)
 }
 
-/// The subscribe orders a connection follows: the round (and its channel suffix), and how far
-/// the batches of that round have got.
-struct Orders {
-    round: watch::Receiver<SubRound>,
-    upto: watch::Receiver<u64>,
-}
-
 /// Reads until this connection's turn in a round numbered `next` or later comes; None when the
-/// connection ended first. A connection that still owes the current round a subscribe waits on
-/// the batch counter (as before rounds existed); one that has served it waits for the next round.
+/// connection ended first. The worker wakes a connection only when its turn comes, so a batch
+/// costs the client the work of its own connections, whatever the number still waiting.
 async fn wait_turn(
     sh: &Shared,
     ws: &mut WsConn,
     lg: &mut Logic,
-    o: &mut Orders,
     gi: usize,
     next: u64,
 ) -> Option<SubRound> {
+    let turn = &sh.turn[gi - sh.spec.conn_start];
     loop {
-        let owes = o.round.borrow_and_update().n >= next;
-        if owes && *o.upto.borrow_and_update() > gi as u64 {
-            return Some(o.round.borrow().clone());
+        let owes = sh.sub_round.borrow().n >= next;
+        if owes && *sh.sub_upto.borrow() > gi as u64 {
+            return Some(sh.sub_round.borrow().clone());
         }
         let alive = tokio::select! {
             alive = pump(ws, lg) => alive,
-            _ = o.round.changed(), if !owes => true,
-            _ = o.upto.changed(), if owes => true,
+            _ = turn.notified() => true,
         };
         if !alive {
             note_close(lg);
@@ -413,13 +405,9 @@ async fn serve_rounds(
     let spec = &sh.spec;
     let channel = spec.channel_of(gi);
     let base = format!("{}{}", spec.channel_prefix, channel);
-    let mut o = Orders {
-        round: sh.sub_round.subscribe(),
-        upto: sh.sub_upto.subscribe(),
-    };
     let (mut next, mut first) = (0u64, true);
     loop {
-        let Some(round) = wait_turn(sh, ws, lg, &mut o, gi, next).await else {
+        let Some(round) = wait_turn(sh, ws, lg, gi, next).await else {
             return End::Gone;
         };
         if !subscribe(sh, ws, lg, &format!("{base}{}", round.suffix)).await {

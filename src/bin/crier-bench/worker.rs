@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::LocalSet;
 
 use crate::conn::{churn_loop, conn_task};
@@ -120,6 +120,11 @@ pub(crate) struct Shared {
     /// Connections done with subscribing (closed, failed or stalled), taken out of
     /// `connected_gi` when the next round starts.
     pub(crate) retired_gi: RefCell<Vec<usize>>,
+    /// One wake-up per connection, given when its turn to subscribe comes: a batch wakes its
+    /// own connections only, not every connection still waiting.
+    pub(crate) turn: Vec<Notify>,
+    /// Connections below this global index have been told their turn in the current round.
+    pub(crate) told_upto: Cell<u64>,
     pub(crate) c: Counters,
     pub(crate) errors: RefCell<BTreeMap<String, u64>>,
     pub(crate) conn_hist: RefCell<Hist>,
@@ -171,6 +176,18 @@ fn start_round(sh: &Shared, round: SubRound) {
         connected[gi - sh.spec.conn_start] = false;
     }
     sh.sub_round.send_replace(round);
+    sh.told_upto.set(0);
+}
+
+/// Wakes the connections whose turn the new `upto` brings (each once per round).
+fn tell_turns(sh: &Shared, upto: u64) {
+    let start = sh.spec.conn_start as u64;
+    let from = sh.told_upto.get().max(start);
+    let to = upto.min(start + sh.spec.conn_count as u64);
+    for gi in from..to {
+        sh.turn[(gi - start) as usize].notify_one();
+    }
+    sh.told_upto.set(to.max(from));
 }
 
 async fn worker_main(spec: WorkerSpec) {
@@ -190,6 +207,8 @@ async fn worker_main(spec: WorkerSpec) {
         sub_round: rtx,
         connected_gi: RefCell::new(vec![false; spec.conn_count]),
         retired_gi: RefCell::new(Vec::new()),
+        turn: (0..spec.conn_count).map(|_| Notify::new()).collect(),
+        told_upto: Cell::new(0),
         c: Counters::default(),
         errors: RefCell::new(BTreeMap::new()),
         conn_hist: RefCell::new(Hist::new()),
@@ -251,6 +270,7 @@ async fn worker_main(spec: WorkerSpec) {
                     .count() as u64;
                 sh.phase.send_replace(PHASE_SUBSCRIBE);
                 sh.sub_upto.send_replace(upto);
+                tell_turns(&sh, upto);
                 let c = &sh.c;
                 wait_until(timeout_ms, || {
                     c.subscribed.get() + c.sub_failed.get() >= target
