@@ -95,6 +95,7 @@ fn ctx(g: &Global) -> Res<Ctx> {
         app_id: g.app_id.clone(),
         key: g.key.clone(),
         secret: g.secret.clone(),
+        mac: std::cell::OnceCell::new(),
     };
     let src_base = match g.src_base {
         Some(a) if a.octets()[0] == 127 => a,
