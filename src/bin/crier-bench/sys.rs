@@ -76,6 +76,17 @@ pub(crate) struct CpuSnap {
     pub(crate) wall_ns: u64,
     /// utime+stime ticks of this (parent) process.
     pub(crate) own_ticks: u64,
+    /// The server's `write`/`writev` calls so far (`syscw` in /proc/PID/io; `send` and
+    /// `sendmsg` are not counted there, so a server that uses them shows none).
+    pub(crate) write_syscalls: u64,
+}
+
+/// `syscw` of /proc/PID/io.
+pub(crate) fn write_syscalls(pid: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 pub(crate) fn snap(pid: Option<&str>) -> CpuSnap {
@@ -86,6 +97,7 @@ pub(crate) fn snap(pid: Option<&str>) -> CpuSnap {
         machine_busy: busy,
         wall_ns: now_ns(),
         own_ticks: cpu_ticks("self").unwrap_or(0),
+        write_syscalls: pid.and_then(write_syscalls).unwrap_or(0),
     }
 }
 

@@ -398,6 +398,20 @@ fn cpu_fields(
             "server CPU: {stat:.2} s (stat; {sched:.3} s schedstat) over {wall:.2} s = {us:.2} µs per {unit} ({us_s:.2} schedstat); whole machine {:.2} µs per {unit}",
             machine * 1e6 / n
         );
+        let writes = b.write_syscalls.saturating_sub(a.write_syscalls);
+        j["server_write_syscalls"] = json!(writes);
+        if writes > 0 {
+            // How many frames leave per write: above 1 when queued frames are coalesced.
+            let per_write = n / writes as f64;
+            let units = match unit.strip_suffix('y') {
+                Some(stem) => format!("{stem}ies"),
+                None => format!("{unit}s"),
+            };
+            j[format!("{units}_per_server_write")] = json!(round3(per_write));
+            line.push_str(&format!(
+                "; {writes} write calls = {per_write:.2} {units} per write"
+            ));
+        }
         if let Some(f) = floor_us {
             let ratio = us_s / f;
             j["floor_us"] = json!(f);
