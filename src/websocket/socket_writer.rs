@@ -47,15 +47,13 @@ pub fn poll_write_frames(
     progressed: &mut bool,
 ) -> Poll<io::Result<()>> {
     while !frames.is_empty() {
-        let attempt = match frames.len() {
-            // One frame, as in most deliveries of a fan-out: `write` costs the kernel a
-            // little less than `writev` of one buffer.
-            1 => socket.try_write(&frames[0]),
-            _ => {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let count = gather(frames, &mut slices);
-                socket.try_write_vectored(&slices[..count])
-            }
+        // Always `writev`, even for one frame: it costs about what `send` does here, and
+        // keeps every write visible in /proc/PID/io (`syscw` counts write and writev, not
+        // send), which is how crier-bench reports frames per write.
+        let attempt = {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = gather(frames, &mut slices);
+            socket.try_write_vectored(&slices[..count])
         };
         match attempt {
             Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),

@@ -76,8 +76,9 @@ pub(crate) struct CpuSnap {
     pub(crate) wall_ns: u64,
     /// utime+stime ticks of this (parent) process.
     pub(crate) own_ticks: u64,
-    /// The server's `write`/`writev` calls so far (`syscw` in /proc/PID/io; `send` and
-    /// `sendmsg` are not counted there, so a server that uses them shows none).
+    /// The server's `write`/`writev` calls so far (`syscw` in /proc/PID/io). `send` and
+    /// `sendmsg` are not counted there (Rust's `TcpStream::write` is a `send`), so for a
+    /// server that uses them the figure is low or zero and says nothing.
     pub(crate) write_syscalls: u64,
 }
 
