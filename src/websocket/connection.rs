@@ -49,6 +49,11 @@ pub struct ConnectionSettings {
 }
 
 /// Serves an accepted connection until it closes.
+///
+/// The arguments are moved straight into [`Connection::open`] inside this future. Building
+/// the `Connection` outside and awaiting a method that takes it by value makes the compiler
+/// keep both in the task's future (1,088 bytes instead of 784), and an idle connection pays
+/// for every byte of it.
 pub async fn run(
     stream: TcpStream,
     early_bytes: Bytes,
