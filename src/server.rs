@@ -3,7 +3,8 @@
 //!
 //! Shutdown: stop accepting, ask every WebSocket to close with 4200 through its outbox
 //! (pusher-js reconnects at once, to another node or to this one when it is back), let HTTP
-//! connections finish their request, and return once every connection task is gone or the grace period ends.
+//! connections finish their request, and return once every connection task is gone or the
+//! grace period ends.
 //! Every connection task holds the shared [`ServerContext`], and with it the `tracker`
 //! sender; the receiver sees the channel close when the last context is dropped.
 

@@ -38,13 +38,6 @@ struct Queue {
     waker: Option<Waker>,
 }
 
-impl Queue {
-    /// Takes the waker to call once the lock is released.
-    fn wake_later(&mut self) -> Option<Waker> {
-        self.waker.take()
-    }
-}
-
 /// Wakes the connection's task, outside the queue's lock.
 fn wake(waker: Option<Waker>) {
     if let Some(waker) = waker {
@@ -89,14 +82,14 @@ impl Outbox {
                 reason: "Connection too slow: outgoing queue full".to_string(),
                 announce: true,
             }));
-            let waker = q.wake_later();
+            let waker = q.waker.take();
             drop(q);
             wake(waker);
             return false;
         }
         q.bytes += frame.len();
         q.frames.push_back(frame);
-        let waker = q.wake_later();
+        let waker = q.waker.take();
         drop(q);
         wake(waker);
         true
@@ -109,7 +102,7 @@ impl Outbox {
         if q.close.is_none() {
             q.close = Some(Box::new(request));
         }
-        let waker = q.wake_later();
+        let waker = q.waker.take();
         drop(q);
         wake(waker);
     }
