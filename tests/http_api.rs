@@ -785,3 +785,31 @@ async fn channel_becomes_unoccupied_when_its_last_subscriber_leaves() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A channel named twice in one publish gets the event once, whether the list is short or
+/// long (both ways of removing duplicates).
+#[tokio::test]
+async fn a_channel_listed_twice_gets_the_event_once() {
+    let server = Server::start_default().await;
+    let mut client = server.client().await;
+    let channel = fresh_channel("twice-");
+    client.subscribe(&channel).await;
+    let api = server.api();
+    let short = vec![channel.clone(), channel.clone()];
+    let mut long: Vec<String> = (0..20).map(|i| format!("{channel}-other-{i}")).collect();
+    long.push(channel.clone());
+    long.push(channel.clone());
+    for (round, channels) in [short, long].into_iter().enumerate() {
+        let response = api
+            .post(
+                "/events",
+                &json!({"name": "once", "data": round.to_string(), "channels": channels}),
+            )
+            .await;
+        assert_eq!(response.ok(), &json!({}));
+        client
+            .expect_json(&json!({"event": "once", "channel": channel, "data": round.to_string()}))
+            .await;
+        client.expect_no_message(QUIET).await;
+    }
+}

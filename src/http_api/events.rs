@@ -207,14 +207,20 @@ fn prepare<'a>(
             cfg.max_event_channels
         )));
     }
-    // At most `max_event_channels` names, usually one: a quadratic pass allocates nothing.
-    let mut i = 1;
-    while i < channels.len() {
-        if channels[..i].contains(&channels[i]) {
-            channels.remove(i);
-        } else {
-            i += 1;
+    // Usually one name: a quadratic pass allocates nothing. A hash set bounds the work when
+    // an app allows many channels per event.
+    if channels.len() <= 16 {
+        let mut i = 1;
+        while i < channels.len() {
+            if channels[..i].contains(&channels[i]) {
+                channels.remove(i);
+            } else {
+                i += 1;
+            }
         }
+    } else {
+        let mut seen = std::collections::HashSet::new();
+        channels.retain(|c| seen.insert(c.clone()));
     }
     for ch in &channels {
         let spec =
