@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::{ChurnArgs, FanoutArgs};
@@ -170,22 +170,29 @@ pub(super) async fn fanout(
 }
 
 pub(super) fn report_publish(out: &mut Out, pr: &PubResult) {
+    let (line, j) = publish_summary(pr, "per_sec");
+    out.line(format!("publish:   {line}"));
+    if !pr.statuses.is_empty() {
+        out.line(format!("  publish errors: {:?}", pr.statuses));
+    }
+    out.set("publish", j);
+}
+
+/// The summary line and JSON of a publishing run; `rate_key` names its rate field.
+pub(super) fn publish_summary(pr: &PubResult, rate_key: &str) -> (String, Value) {
     let s = secs(pr.t_first_send, pr.t_end);
-    out.line(format!(
-        "publish:   {} accepted, {} failed in {s:.2} s = {:.0} events/s; request {}",
+    let line = format!(
+        "{} accepted, {} failed in {s:.2} s = {:.0} events/s; request {}",
         pr.ok,
         pr.failed,
         rate(pr.ok, s),
         pr.req_hist.line_ms()
-    ));
-    if !pr.statuses.is_empty() {
-        out.line(format!("  publish errors: {:?}", pr.statuses));
-    }
-    out.set(
-        "publish",
-        json!({"accepted": pr.ok, "failed": pr.failed, "secs": round3(s), "per_sec": rate(pr.ok, s),
-               "request_latency": pr.req_hist.summary_ms(), "errors": pr.statuses, "http_reconnects": pr.reconnects}),
     );
+    let mut j = json!({"accepted": pr.ok, "failed": pr.failed, "secs": round3(s),
+                       "request_latency": pr.req_hist.summary_ms(), "errors": pr.statuses,
+                       "http_reconnects": pr.reconnects});
+    j[rate_key] = json!(rate(pr.ok, s));
+    (line, j)
 }
 
 pub(super) async fn churn(c: &Ctx, a: &ChurnArgs, out: &mut Out) -> Res<()> {

@@ -57,20 +57,12 @@ pub(super) async fn publish(c: &Ctx, a: &PublishArgs, out: &mut Out) -> Res<()> 
         let s0 = snap(c.pid.as_deref());
         let pr = publisher::publish(&c.api, &cfg).await;
         let s1 = snap(c.pid.as_deref());
-        let ps = secs(pr.t_first_send, pr.t_end);
-        out.line(format!(
-            "[{name}] channel {ch}: {} accepted, {} failed in {ps:.2} s = {:.0} events/s; request {}",
-            pr.ok,
-            pr.failed,
-            rate(pr.ok, ps),
-            pr.req_hist.line_ms()
-        ));
+        let (line, mut j) = super::fanout::publish_summary(&pr, "events_per_sec");
+        out.line(format!("[{name}] channel {ch}: {line}"));
         if !pr.statuses.is_empty() {
             out.line(format!("  errors: {:?}", pr.statuses));
         }
-        let mut j = json!({"channel": ch, "accepted": pr.ok, "failed": pr.failed, "secs": round3(ps),
-                           "events_per_sec": rate(pr.ok, ps), "request_latency": pr.req_hist.summary_ms(),
-                           "errors": pr.statuses, "http_reconnects": pr.reconnects});
+        j["channel"] = json!(ch);
         let mut tmp = Out::new("x");
         cpu_fields(c, &s0, &s1, pr.ok, "event", &mut tmp, None, 0.0);
         j["cpu"] = tmp.json["cpu"].clone();
