@@ -83,6 +83,22 @@ impl Workers {
         Ok(res)
     }
 
+    /// Tells the workers how many events went to each channel and collects their results
+    /// (deliveries, losses, latency), waiting up to `drain_ms` for late deliveries.
+    pub(crate) async fn finish(
+        &mut self,
+        published: &[u64],
+        drain_ms: u64,
+    ) -> Result<Vec<Value>, String> {
+        self.cmd(
+            json!({"cmd": "finish", "published": published}),
+            "result",
+            drain_ms,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
     pub(crate) async fn cmd(
         &mut self,
         cmd: Value,

@@ -87,14 +87,7 @@ pub(super) async fn fanout(
     } else {
         None
     };
-    let res = w
-        .cmd(
-            json!({"cmd": "finish", "published": pr.published}),
-            "result",
-            a.drain_ms,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let res = w.finish(&pr.published, a.drain_ms).await?;
     let s1 = snap(c.pid.as_deref());
     let worker_secs = (coord::sum(&res, "cpu_ticks") as f64
         - coord::sum(&sub_reports, "cpu_ticks") as f64)

@@ -70,13 +70,8 @@ pub(super) async fn publish(c: &Ctx, a: &PublishArgs, out: &mut Out) -> Res<()> 
             let res = w
                 .as_mut()
                 .unwrap()
-                .cmd(
-                    json!({"cmd": "finish", "published": pr.published}),
-                    "result",
-                    a.drain_ms,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+                .finish(&pr.published, a.drain_ms)
+                .await?;
             let exp = coord::sum(&res, "expected");
             let got = coord::sum(&res, "received");
             let lat = coord::hist(&res, "lat");
