@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 echo "== cargo build --release"
-cargo build --release --locked
+cargo build --release --workspace --locked
 echo "== cargo test --release (unit + integration tests)"
-cargo test --release --locked
+cargo test --release --workspace --locked
 echo "== compatibility suite (real client libraries and a browser)"
 CRIER_BIN="$PWD/target/release/crier" compat-tests/run.sh
 echo "== all tests passed"
