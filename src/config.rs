@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -40,6 +41,16 @@ pub struct ServerSettings {
     pub write_timeout: Duration,
     /// On SIGINT/SIGTERM, how long to wait for connections to close before exiting anyway.
     pub shutdown_timeout: Duration,
+    /// Deadline for reading an HTTP request's headers and, separately, its body.
+    pub http_timeout: Duration,
+    /// TCP connections still in the HTTP phase (before a WebSocket upgrade, or carrying HTTP
+    /// API requests); beyond it the oldest idle one is closed or the new one refused with 503.
+    pub max_http_connections: usize,
+    /// Concurrent TCP connections (WebSocket or HTTP) from one client address, excess refused
+    /// with HTTP 429; `None` means unlimited.
+    pub max_connections_per_ip: Option<usize>,
+    /// Proxies whose `X-Forwarded-For` is believed when counting connections per address.
+    pub trusted_proxies: Vec<IpRange>,
 }
 
 /// One tenant: its credentials and limits.
@@ -72,6 +83,16 @@ pub struct AppConfig {
     pub watchlist_events: bool,
     /// How long a cache channel keeps its last event.
     pub cache_ttl: Duration,
+    /// Channels one connection may be subscribed to at once; over it the subscription gets
+    /// `pusher:subscription_error`. Why 300: pages subscribe to a handful of channels and Echo
+    /// apps with per-model channels to a few dozen, so 300 leaves ample room while bounding
+    /// what one unauthenticated socket can make the server hold (about 520 B of registry state
+    /// per subscription, so ~150 KB per socket).
+    pub max_subscriptions_per_connection: usize,
+    /// Subscribe messages a connection may send per second, beyond a burst as large as
+    /// `max_subscriptions_per_connection` (pusher-js resubscribes every channel at once after
+    /// a reconnect); 0 means unlimited.
+    pub subscriptions_per_second: u32,
 }
 
 impl Default for ServerSettings {
@@ -85,6 +106,10 @@ impl Default for ServerSettings {
             outbox_limit_bytes: 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
+            http_timeout: Duration::from_secs(10),
+            max_http_connections: 1024,
+            max_connections_per_ip: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -110,6 +135,8 @@ impl Default for AppConfig {
             subscription_count_events: false,
             watchlist_events: true,
             cache_ttl: Duration::from_secs(30 * 60),
+            max_subscriptions_per_connection: 300,
+            subscriptions_per_second: 50,
         }
     }
 }
@@ -157,6 +184,117 @@ fn invalid(setting: impl Into<String>, reason: impl Into<String>) -> ConfigError
     }
 }
 
+/// Upper bound of every `*_secs` setting but `cache_ttl_secs`: one day. Bounding durations at
+/// load time means no `Instant + Duration` computed from a setting can overflow later.
+pub const MAX_SECS: u64 = 24 * 60 * 60;
+/// Upper bound of `apps[].cache_ttl_secs`: 30 days.
+pub const MAX_CACHE_TTL_SECS: u64 = 30 * MAX_SECS;
+
+fn at_most(setting: &str, value: Duration, max_secs: u64) -> Result<(), ConfigError> {
+    if value > Duration::from_secs(max_secs) {
+        let days = max_secs / MAX_SECS;
+        let span = if days == 1 {
+            "one day".to_string()
+        } else {
+            format!("{days} days")
+        };
+        return Err(invalid(
+            setting,
+            format!("must be at most {max_secs} seconds ({span})"),
+        ));
+    }
+    Ok(())
+}
+
+/// An IP address or CIDR range (`10.0.0.0/8`, `::1/128`, `192.0.2.7`), as listed in
+/// `server.trusted_proxies`. An IPv4-mapped IPv6 address (`::ffff:10.1.2.3`) is treated as
+/// the IPv4 address it carries, both as a range and when tested with [`IpRange::contains`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    /// The network address, with the bits past `prefix` cleared.
+    network: IpAddr,
+    /// Leading bits that must match: at most 32 for IPv4, 128 for IPv6.
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Parses `ADDRESS` or `ADDRESS/PREFIX`. Host bits past the prefix are ignored
+    /// (`10.1.2.3/8` is `10.0.0.0/8`).
+    pub fn parse(s: &str) -> Result<IpRange, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| "not an IP address or CIDR range (like 10.0.0.0/8)".to_string())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max && p.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => {
+                    return Err(format!(
+                        "the prefix length after `/` must be a number from 0 to {max}"
+                    ));
+                }
+            },
+        };
+        Ok(IpRange::new(addr, prefix))
+    }
+
+    fn new(addr: IpAddr, prefix: u8) -> IpRange {
+        let (addr, prefix) = match addr {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) if prefix >= 96 => (IpAddr::V4(v4), prefix - 96),
+                _ => (addr, prefix),
+            },
+            v4 => (v4, prefix),
+        };
+        let network = match addr {
+            IpAddr::V4(v4) => IpAddr::V4((u32::from(v4) & mask32(prefix)).into()),
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & mask128(prefix)).into()),
+        };
+        IpRange { network, prefix }
+    }
+
+    /// Whether `ip` lies in the range; an IPv4-mapped IPv6 address matches IPv4 ranges.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                u32::from(ip) & mask32(self.prefix) == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                u128::from(ip) & mask128(self.prefix) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+fn mask32(prefix: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0)
+}
+
+fn mask128(prefix: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0)
+}
+
 /// The file's shape. Every field is optional so that a file states only what it changes.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,6 +318,12 @@ pub struct ServerOverrides {
     pub outbox_limit_bytes: Option<usize>,
     pub write_timeout_secs: Option<u64>,
     pub shutdown_timeout_secs: Option<u64>,
+    pub http_timeout_secs: Option<u64>,
+    pub max_http_connections: Option<usize>,
+    /// 0 means unlimited.
+    pub max_connections_per_ip: Option<usize>,
+    /// IP addresses or CIDR ranges; parsed (and checked) when applied.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// One app's settings as a file, the environment or flags state them; `None` leaves a value
@@ -206,6 +350,9 @@ pub struct AppOverrides {
     pub subscription_count_events: Option<bool>,
     pub watchlist_events: Option<bool>,
     pub cache_ttl_secs: Option<u64>,
+    pub max_subscriptions_per_connection: Option<usize>,
+    /// 0 means unlimited.
+    pub subscriptions_per_second: Option<u32>,
 }
 
 /// Overrides from the environment or the command line: the server, and the first app.
@@ -228,7 +375,7 @@ fn set_secs(target: &mut Duration, value: Option<u64>) {
 }
 
 impl ServerOverrides {
-    fn apply(&self, s: &mut ServerSettings) {
+    fn apply(&self, s: &mut ServerSettings) -> Result<(), ConfigError> {
         set(&mut s.host, &self.host);
         set(&mut s.port, &self.port);
         set_secs(&mut s.activity_timeout, self.activity_timeout_secs);
@@ -237,6 +384,24 @@ impl ServerOverrides {
         set(&mut s.outbox_limit_bytes, &self.outbox_limit_bytes);
         set_secs(&mut s.write_timeout, self.write_timeout_secs);
         set_secs(&mut s.shutdown_timeout, self.shutdown_timeout_secs);
+        set_secs(&mut s.http_timeout, self.http_timeout_secs);
+        set(&mut s.max_http_connections, &self.max_http_connections);
+        if let Some(n) = self.max_connections_per_ip {
+            s.max_connections_per_ip = (n > 0).then_some(n);
+        }
+        if let Some(entries) = &self.trusted_proxies {
+            s.trusted_proxies = entries
+                .iter()
+                .map(|e| e.trim())
+                .filter(|e| !e.is_empty())
+                .map(|e| {
+                    IpRange::parse(e).map_err(|reason| {
+                        invalid("server.trusted_proxies", format!("entry {e:?}: {reason}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
     }
 }
 
@@ -274,6 +439,14 @@ impl AppOverrides {
         );
         set(&mut a.watchlist_events, &self.watchlist_events);
         set_secs(&mut a.cache_ttl, self.cache_ttl_secs);
+        set(
+            &mut a.max_subscriptions_per_connection,
+            &self.max_subscriptions_per_connection,
+        );
+        set(
+            &mut a.subscriptions_per_second,
+            &self.subscriptions_per_second,
+        );
     }
 
     /// A file's app: the defaults, changed by what the entry states.
@@ -300,7 +473,7 @@ impl Config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
-        config.apply(overrides);
+        config.apply(overrides)?;
         config.validate()?;
         Ok(config)
     }
@@ -317,11 +490,14 @@ impl Config {
         })
     }
 
-    /// Parses the text of a config file (no validation yet).
+    /// Parses the text of a config file (no validation yet; a `trusted_proxies` entry that is
+    /// not an address or range is an error already, naming the setting).
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut config = Config::default();
-        file.server.apply(&mut config.server);
+        file.server
+            .apply(&mut config.server)
+            .map_err(|e| e.to_string())?;
         if !file.apps.is_empty() {
             config.apps = file
                 .apps
@@ -333,12 +509,13 @@ impl Config {
         Ok(config)
     }
 
-    fn apply(&mut self, o: &Overrides) {
-        o.server.apply(&mut self.server);
+    fn apply(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        o.server.apply(&mut self.server)?;
         if self.apps.is_empty() {
             self.apps.push(AppConfig::default());
         }
         o.app.apply(&mut self.apps[0]);
+        Ok(())
     }
 
     /// Checks every value; the first problem found is returned, naming its setting.
@@ -359,6 +536,15 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        for (setting, value) in [
+            ("server.activity_timeout_secs", s.activity_timeout),
+            ("server.pong_timeout_secs", s.pong_timeout),
+            ("server.write_timeout_secs", s.write_timeout),
+            ("server.shutdown_timeout_secs", s.shutdown_timeout),
+            ("server.http_timeout_secs", s.http_timeout),
+        ] {
+            at_most(setting, value, MAX_SECS)?;
+        }
         if s.max_message_bytes < 1024 {
             return Err(invalid("server.max_message_bytes", "must be at least 1024"));
         }
@@ -373,6 +559,15 @@ impl Config {
                 "server.write_timeout_secs",
                 "must be greater than 0",
             ));
+        }
+        if s.http_timeout.is_zero() {
+            return Err(invalid(
+                "server.http_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
+        if s.max_http_connections == 0 {
+            return Err(invalid("server.max_http_connections", "must be at least 1"));
         }
         if self.apps.is_empty() {
             return Err(invalid("apps", "at least one app is needed"));
@@ -425,6 +620,14 @@ impl Config {
             if app.max_presence_members == 0 {
                 return Err(invalid(field("max_presence_members"), "must be at least 1"));
             }
+            if app.max_subscriptions_per_connection == 0 {
+                return Err(invalid(
+                    field("max_subscriptions_per_connection"),
+                    "must be at least 1",
+                ));
+            }
+            at_most(&field("signin_timeout_secs"), app.signin_timeout, MAX_SECS)?;
+            at_most(&field("cache_ttl_secs"), app.cache_ttl, MAX_CACHE_TTL_SECS)?;
             if app.require_signin && app.signin_timeout.is_zero() {
                 return Err(invalid(
                     field("signin_timeout_secs"),
@@ -564,5 +767,246 @@ mod tests {
         assert_eq!(c.server.port, 0);
         assert_eq!(c.apps[0].key, "other");
         assert_eq!(c.apps[0].max_connections, None);
+    }
+
+    #[test]
+    fn new_settings_have_their_defaults() {
+        let c = Config::default();
+        assert_eq!(c.server.http_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.max_http_connections, 1024);
+        assert_eq!(c.server.max_connections_per_ip, None);
+        assert!(c.server.trusted_proxies.is_empty());
+        assert_eq!(c.apps[0].max_subscriptions_per_connection, 300);
+        assert_eq!(c.apps[0].subscriptions_per_second, 50);
+    }
+
+    #[test]
+    fn new_settings_come_from_the_file() {
+        let c = Config::from_toml(
+            "[server]\nhttp_timeout_secs = 3\nmax_http_connections = 7\nmax_connections_per_ip = 5\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[[apps]]\nid = \"9\"\nkey = \"k\"\nsecret = \"s\"\nmax_subscriptions_per_connection = 20\nsubscriptions_per_second = 0\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.server.http_timeout, Duration::from_secs(3));
+        assert_eq!(c.server.max_http_connections, 7);
+        assert_eq!(c.server.max_connections_per_ip, Some(5));
+        assert_eq!(
+            c.server.trusted_proxies,
+            vec![
+                IpRange::parse("10.0.0.0/8").unwrap_or_else(|e| panic!("{e}")),
+                IpRange::parse("::1/128").unwrap_or_else(|e| panic!("{e}")),
+            ]
+        );
+        assert_eq!(c.apps[0].max_subscriptions_per_connection, 20);
+        assert_eq!(c.apps[0].subscriptions_per_second, 0);
+        let off = Config::from_toml("[server]\nmax_connections_per_ip = 0\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(off.server.max_connections_per_ip, None);
+    }
+
+    #[test]
+    fn new_settings_are_validated() {
+        type Breaker = fn(&mut Config);
+        let cases: Vec<(Breaker, &str)> = vec![
+            (
+                |c| c.server.http_timeout = Duration::ZERO,
+                "server.http_timeout_secs",
+            ),
+            (
+                |c| c.server.max_http_connections = 0,
+                "server.max_http_connections",
+            ),
+            (
+                |c| c.apps[0].max_subscriptions_per_connection = 0,
+                "apps[0].max_subscriptions_per_connection",
+            ),
+        ];
+        for (breaker, setting) in cases {
+            let mut c = Config::default();
+            breaker(&mut c);
+            match c.validate() {
+                Err(ConfigError::Invalid { setting: s, .. }) => assert_eq!(s, setting),
+                other => panic!("expected an error for {setting}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_duration_setting_has_an_upper_bound() {
+        let day = Duration::from_secs(MAX_SECS);
+        let over = Duration::from_secs(MAX_SECS + 1);
+        type Setter = fn(&mut Config, Duration);
+        let cases: Vec<(Setter, &str, Duration)> = vec![
+            (
+                |c, d| c.server.activity_timeout = d,
+                "server.activity_timeout_secs",
+                day,
+            ),
+            (
+                |c, d| c.server.pong_timeout = d,
+                "server.pong_timeout_secs",
+                day,
+            ),
+            (
+                |c, d| c.server.write_timeout = d,
+                "server.write_timeout_secs",
+                day,
+            ),
+            (
+                |c, d| c.server.shutdown_timeout = d,
+                "server.shutdown_timeout_secs",
+                day,
+            ),
+            (
+                |c, d| c.server.http_timeout = d,
+                "server.http_timeout_secs",
+                day,
+            ),
+            (
+                |c, d| c.apps[0].signin_timeout = d,
+                "apps[0].signin_timeout_secs",
+                day,
+            ),
+            (
+                |c, d| c.apps[0].cache_ttl = d,
+                "apps[0].cache_ttl_secs",
+                Duration::from_secs(MAX_CACHE_TTL_SECS),
+            ),
+        ];
+        for (setter, setting, max) in cases {
+            let mut c = Config::default();
+            setter(&mut c, max);
+            assert!(
+                c.validate().is_ok(),
+                "{setting} = its bound must be accepted"
+            );
+            let bigger = if max == day {
+                over
+            } else {
+                max + Duration::from_secs(1)
+            };
+            setter(&mut c, bigger);
+            match c.validate() {
+                Err(ConfigError::Invalid { setting: s, reason }) => {
+                    assert_eq!(s, setting);
+                    assert!(reason.contains(&max.as_secs().to_string()), "{reason}");
+                }
+                other => panic!("expected an error for {setting}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn largest_u64_duration_is_rejected_not_a_panic() {
+        let o = Overrides {
+            server: ServerOverrides {
+                write_timeout_secs: Some(u64::MAX),
+                ..ServerOverrides::default()
+            },
+            ..Overrides::default()
+        };
+        match Config::load(None, &o) {
+            Err(ConfigError::Invalid { setting, reason }) => {
+                assert_eq!(setting, "server.write_timeout_secs");
+                assert!(reason.contains("86400"), "{reason}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    fn range(s: &str) -> IpRange {
+        IpRange::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn ip_range_parses_addresses_and_cidr_ranges() {
+        assert_eq!(range("10.1.2.3").to_string(), "10.1.2.3/32");
+        assert_eq!(range("10.0.0.0/8").to_string(), "10.0.0.0/8");
+        assert_eq!(range("10.9.9.9/8"), range("10.0.0.0/8"));
+        assert_eq!(range(" 192.168.0.0/16 ").to_string(), "192.168.0.0/16");
+        assert_eq!(range("::1").to_string(), "::1/128");
+        assert_eq!(range("::1/128"), range("::1"));
+        assert_eq!(range("fd00::/8").to_string(), "fd00::/8");
+        assert_eq!(range("0.0.0.0/0").to_string(), "0.0.0.0/0");
+        assert_eq!(range("::ffff:10.0.0.0/104"), range("10.0.0.0/8"));
+    }
+
+    #[test]
+    fn ip_range_rejects_bad_entries() {
+        for bad in [
+            "",
+            "nonsense",
+            "10.0.0",
+            "999.1.1.1",
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "10.0.0.0/-1",
+            "10.0.0.0/x",
+            "::1/129",
+            "10.0.0.0/8/8",
+            "example.com",
+        ] {
+            assert!(IpRange::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn ip_range_contains_v4_v6_and_v4_mapped_addresses() {
+        let ten = range("10.0.0.0/8");
+        assert!(ten.contains(ip("10.1.2.3")));
+        assert!(ten.contains(ip("10.255.255.255")));
+        assert!(!ten.contains(ip("11.0.0.0")));
+        assert!(
+            ten.contains(ip("::ffff:10.1.2.3")),
+            "v4-mapped v6 matches a v4 range"
+        );
+        assert!(!ten.contains(ip("::ffff:11.1.2.3")));
+        assert!(!ten.contains(ip("::1")));
+        let one = range("192.0.2.7");
+        assert!(one.contains(ip("192.0.2.7")));
+        assert!(!one.contains(ip("192.0.2.8")));
+        let all = range("0.0.0.0/0");
+        assert!(all.contains(ip("203.0.113.9")));
+        assert!(!all.contains(ip("2001:db8::1")));
+        let loopback6 = range("::1/128");
+        assert!(loopback6.contains(ip("::1")));
+        assert!(!loopback6.contains(ip("::2")));
+        assert!(!loopback6.contains(ip("127.0.0.1")));
+        let ula = range("fd00::/8");
+        assert!(ula.contains(ip("fd12:3456::1")));
+        assert!(!ula.contains(ip("fe80::1")));
+        assert!(range("::/0").contains(ip("2001:db8::1")));
+        let mapped = range("::ffff:10.1.2.3");
+        assert!(mapped.contains(ip("10.1.2.3")));
+        assert!(mapped.contains(ip("::ffff:10.1.2.3")));
+    }
+
+    #[test]
+    fn bad_trusted_proxy_names_the_setting_and_the_entry() {
+        let o = Overrides {
+            server: ServerOverrides {
+                trusted_proxies: Some(vec!["10.0.0.1".into(), "10.0.0.0/99".into()]),
+                ..ServerOverrides::default()
+            },
+            ..Overrides::default()
+        };
+        match Config::load(None, &o) {
+            Err(ConfigError::Invalid { setting, reason }) => {
+                assert_eq!(setting, "server.trusted_proxies");
+                assert!(reason.contains("10.0.0.0/99"), "{reason}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        let err = Config::from_toml("[server]\ntrusted_proxies = [\"bogus\"]\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.contains("server.trusted_proxies") && err.contains("bogus"),
+            "{err}"
+        );
     }
 }

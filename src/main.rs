@@ -1,11 +1,16 @@
 //! The `crier` binary: read the configuration, bind, serve until SIGINT or SIGTERM.
 
+use std::error::Error as _;
+use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use crier::config::{AppOverrides, ServerOverrides};
-use crier::{Config, Overrides};
+use crier::{Config, ConfigError, Overrides};
 
 /// A Pusher Channels compatible broadcast server.
 ///
@@ -40,6 +45,18 @@ struct Cli {
     /// Seconds to wait for connections to close on shutdown.
     #[arg(long, env = "CRIER_SHUTDOWN_TIMEOUT")]
     shutdown_timeout: Option<u64>,
+    /// Seconds allowed for reading an HTTP request's headers and, separately, its body.
+    #[arg(long, env = "CRIER_HTTP_TIMEOUT")]
+    http_timeout: Option<u64>,
+    /// TCP connections that may be in the HTTP phase at once (before a WebSocket upgrade).
+    #[arg(long, env = "CRIER_MAX_HTTP_CONNECTIONS")]
+    max_http_connections: Option<usize>,
+    /// Concurrent connections from one client address, excess refused with 429 (0 = off).
+    #[arg(long, env = "CRIER_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Comma-separated proxy addresses or CIDR ranges whose X-Forwarded-For is believed.
+    #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<String>>,
     /// Id of the first (default) app.
     #[arg(long, env = "CRIER_APP_ID")]
     app_id: Option<String>,
@@ -85,6 +102,12 @@ struct Cli {
     /// Seconds a cache channel of the first app keeps its last event.
     #[arg(long, env = "CRIER_APP_CACHE_TTL")]
     app_cache_ttl: Option<u64>,
+    /// Channels one connection of the first app may be subscribed to at once.
+    #[arg(long, env = "CRIER_APP_MAX_SUBSCRIPTIONS_PER_CONNECTION")]
+    app_max_subscriptions_per_connection: Option<usize>,
+    /// Subscribe messages per second per connection for the first app (0 = unlimited).
+    #[arg(long, env = "CRIER_APP_SUBSCRIPTIONS_PER_SECOND")]
+    app_subscriptions_per_second: Option<u32>,
 }
 
 impl Cli {
@@ -99,6 +122,10 @@ impl Cli {
                 outbox_limit_bytes: self.outbox_limit_bytes,
                 write_timeout_secs: self.write_timeout,
                 shutdown_timeout_secs: self.shutdown_timeout,
+                http_timeout_secs: self.http_timeout,
+                max_http_connections: self.max_http_connections,
+                max_connections_per_ip: self.max_connections_per_ip,
+                trusted_proxies: self.trusted_proxies.clone(),
             },
             app: AppOverrides {
                 id: self.app_id.clone(),
@@ -116,26 +143,39 @@ impl Cli {
                 subscription_count_events: self.app_subscription_count_events,
                 watchlist_events: self.app_watchlist_events,
                 cache_ttl_secs: self.app_cache_ttl,
+                max_subscriptions_per_connection: self.app_max_subscriptions_per_connection,
+                subscriptions_per_second: self.app_subscriptions_per_second,
                 ..AppOverrides::default()
             },
         }
     }
 }
 
+/// Exit status for a bad configuration or a failed start (README, "Configuration").
+const EXIT_CONFIG: u8 = 2;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return clap_failure(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return clap_failure(e),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CRIER_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = match Config::load(cli.config.as_deref(), &cli.overrides()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("crier: {e}");
-            return ExitCode::from(2);
+            eprintln!("crier: {}", describe_config_error(&e, &matches));
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -145,24 +185,155 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("crier: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Start(message)) => {
+            eprintln!("crier: {message}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Serve(e)) => {
             eprintln!("crier: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(config: Config) -> std::io::Result<()> {
-    let addr = format!("{}:{}", config.server.host, config.server.port);
-    let listener = listen(&addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    let local = listener.local_addr()?;
+/// Prints a command-line error and gives its exit status: clap's own message and status
+/// (0 for `--help` and `--version`, 2 otherwise), except that a bad value taken from an
+/// environment variable is reported as `VARIABLE=value: reason`.
+fn clap_failure(e: clap::Error) -> ExitCode {
+    if let Some(message) = env_value_error(&e) {
+        eprintln!("crier: {message}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let code = e.exit_code();
+    let _ = e.print();
+    ExitCode::from(u8::try_from(code).unwrap_or(EXIT_CONFIG))
+}
+
+/// `CRIER_PORT=abc: invalid digit found in string` when clap refused a value that came from
+/// an environment variable (its flag is not on the command line); `None` otherwise.
+fn env_value_error(e: &clap::Error) -> Option<String> {
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // Built, so that each argument renders as clap rendered it in the error.
+    let mut command = Cli::command();
+    command.build();
+    let arg = command.get_arguments().find(|a| a.to_string() == *shown)?;
+    let long = arg.get_long()?;
+    if flag_on_command_line(long) {
+        return None;
+    }
+    let env = arg.get_env()?;
+    let value = std::env::var_os(env)?;
+    let reason = match (e.kind(), e.source(), e.get(ContextKind::ValidValue)) {
+        (ErrorKind::ValueValidation, Some(source), _) => source.to_string(),
+        (_, _, Some(ContextValue::Strings(valid))) => {
+            format!("expected one of: {}", valid.join(", "))
+        }
+        _ => "invalid value".to_string(),
+    };
+    Some(format!(
+        "{}={}: {reason}",
+        env.to_string_lossy(),
+        value.to_string_lossy()
+    ))
+}
+
+/// Whether `--long` (as `--long VALUE` or `--long=VALUE`) is among the arguments.
+fn flag_on_command_line(long: &str) -> bool {
+    let flag = format!("--{long}");
+    let with_value = format!("{flag}=");
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a: OsString| {
+            let a = a.to_string_lossy();
+            a == flag || a.starts_with(&with_value)
+        })
+}
+
+/// The configuration error, prefixed with the environment variable or flag the bad value came
+/// from when it came from one: `CRIER_APP_MAX_PRESENCE_MEMBERS=0: invalid setting
+/// `apps[0].max_presence_members`: must be at least 1`.
+fn describe_config_error(e: &ConfigError, matches: &ArgMatches) -> String {
+    let ConfigError::Invalid { setting, .. } = e else {
+        return e.to_string();
+    };
+    let name = if let Some(rest) = setting.strip_prefix("server.") {
+        rest.to_string()
+    } else if let Some(rest) = setting.strip_prefix("apps[0].") {
+        format!("app_{rest}")
+    } else {
+        return e.to_string();
+    };
+    let id = name.strip_suffix("_secs").unwrap_or(&name);
+    let command = Cli::command();
+    let Some(arg) = command.get_arguments().find(|a| a.get_id() == id) else {
+        return e.to_string();
+    };
+    match matches.value_source(id) {
+        Some(ValueSource::EnvVariable) => {
+            let Some(env) = arg.get_env() else {
+                return e.to_string();
+            };
+            let value = std::env::var_os(env).unwrap_or_default();
+            format!("{}={}: {e}", env.to_string_lossy(), value.to_string_lossy())
+        }
+        Some(ValueSource::CommandLine) => {
+            let Some(long) = arg.get_long() else {
+                return e.to_string();
+            };
+            let value = matches
+                .get_raw(id)
+                .map(|values| {
+                    values
+                        .map(|v| v.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            format!("--{long} {value}: {e}")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// Why the server stopped: it never started (exit 2), or serving failed (exit 1).
+enum Failure {
+    Start(String),
+    Serve(std::io::Error),
+}
+
+async fn run(config: Config) -> Result<(), Failure> {
+    let host = config.server.host.as_str();
+    let port = config.server.port;
+    let shown = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let cannot_listen = |e: std::io::Error| {
+        // "Address already in use", not "Address already in use (os error 98)".
+        let reason = e.to_string();
+        let reason = match reason.rfind(" (os error ") {
+            Some(at) if e.raw_os_error().is_some() => reason[..at].to_string(),
+            _ => reason,
+        };
+        Failure::Start(format!("cannot listen on {shown}: {reason}"))
+    };
+    let listener = listen(host, port).await.map_err(cannot_listen)?;
+    let local = listener.local_addr().map_err(cannot_listen)?;
     let first = &config.apps[0];
     println!(
         "crier listening on {local} (app id {}, key {}; {} app(s)); WebSocket ws://{local}/app/{}",
@@ -171,7 +342,9 @@ async fn run(config: Config) -> std::io::Result<()> {
         config.apps.len(),
         first.key
     );
-    crier::serve(listener, config, shutdown_signal()).await?;
+    crier::serve(listener, config, shutdown_signal())
+        .await
+        .map_err(Failure::Serve)?;
     println!("crier stopped");
     Ok(())
 }
@@ -181,11 +354,22 @@ async fn run(config: Config) -> std::io::Result<()> {
 /// restart), and a dropped SYN costs the client a 1 s retransmit.
 const LISTEN_BACKLOG: u32 = 4096;
 
-async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
-    let resolved = tokio::net::lookup_host(addr)
+/// Resolves `host` (a name, an IPv4 or an IPv6 address, bracketed or not) and listens on its
+/// first address.
+async fn listen(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let resolved = tokio::net::lookup_host((host, port))
         .await?
         .next()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the host name resolves to no address",
+            )
+        })?;
     let socket = if resolved.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -198,15 +382,17 @@ async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
+    let name = match signal(SignalKind::terminate()) {
         Ok(mut term) => {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
             }
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
         }
-    }
+    };
+    tracing::info!("{name} received: closing connections and shutting down");
 }

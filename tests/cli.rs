@@ -117,6 +117,115 @@ fn missing_config_file_exits_2_naming_the_path() {
     );
 }
 
+#[test]
+fn bad_value_in_environment_variable_exits_2_naming_the_variable() {
+    assert_config_error(crier().env("CRIER_PORT", "abc"), "CRIER_PORT=abc");
+    let (_, output) = run_to_exit(crier().env("CRIER_PORT", "abc"));
+    assert!(
+        output.contains("invalid digit"),
+        "the reason; output: {output}"
+    );
+    assert_config_error(
+        crier().env("CRIER_APP_CLIENT_EVENTS", "yes"),
+        "CRIER_APP_CLIENT_EVENTS=yes",
+    );
+    // A value that passes parsing but not validation names the variable and the setting.
+    let mut cmd = crier();
+    cmd.env("CRIER_APP_MAX_PRESENCE_MEMBERS", "0");
+    assert_config_error(&mut cmd, "CRIER_APP_MAX_PRESENCE_MEMBERS=0");
+    assert_config_error(&mut cmd, "apps[0].max_presence_members");
+    // A flag on the command line keeps clap's message, which names the flag.
+    assert_config_error(
+        crier().env("CRIER_PORT", "abc").args(["--port", "xyz"]),
+        "--port",
+    );
+    // --help and --version still exit 0.
+    for flag in ["--help", "--version"] {
+        let (code, output) = run_to_exit(crier().env("CRIER_PORT", "abc").arg(flag));
+        assert_eq!(code, Some(0), "{flag}; output: {output}");
+    }
+}
+
+#[test]
+fn huge_durations_exit_2_naming_the_setting() {
+    assert_config_error(
+        crier()
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .env("CRIER_WRITE_TIMEOUT", "18446744073709551615"),
+        "server.write_timeout_secs",
+    );
+    let file =
+        TempConfig::new("[server]\nhost = \"127.0.0.1\"\nport = 0\npong_timeout_secs = 99999999\n");
+    assert_config_error(
+        crier().arg("--config").arg(&file.0),
+        "server.pong_timeout_secs",
+    );
+    let file = TempConfig::new(
+        "[server]\nhost = \"127.0.0.1\"\nport = 0\n[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\ncache_ttl_secs = 2592001\n",
+    );
+    assert_config_error(
+        crier().arg("--config").arg(&file.0),
+        "apps[0].cache_ttl_secs",
+    );
+}
+
+#[test]
+fn port_in_use_exits_2_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("local addr").port();
+    let (code, output) =
+        run_to_exit(crier().args(["--host", "127.0.0.1", "--port", &port.to_string()]));
+    assert_eq!(
+        code,
+        Some(2),
+        "exit status for a port in use; output: {output}"
+    );
+    assert!(
+        output.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "the message should name the address; output: {output}"
+    );
+}
+
+#[test]
+fn bad_host_exits_2_naming_it() {
+    for host in ["999.1.1.1", "nonsense.invalid"] {
+        let (code, output) = run_to_exit(crier().args(["--host", host, "--port", "0"]));
+        assert_eq!(
+            code,
+            Some(2),
+            "exit status for --host {host}; output: {output}"
+        );
+        assert!(
+            output.contains(&format!("cannot listen on {host}:0")),
+            "the message should name the address; output: {output}"
+        );
+    }
+}
+
+#[test]
+fn bad_new_settings_exit_2_naming_the_setting() {
+    let file = TempConfig::new("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"not-an-ip\"]\n");
+    let mut cmd = crier();
+    cmd.arg("--config").arg(&file.0);
+    assert_config_error(&mut cmd, "invalid setting `server.trusted_proxies`");
+    assert_config_error(&mut cmd, "not-an-ip");
+    assert_config_error(
+        crier().env("CRIER_TRUSTED_PROXIES", "10.0.0.0/33"),
+        "CRIER_TRUSTED_PROXIES=10.0.0.0/33",
+    );
+    let file = TempConfig::new(
+        "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nmax_subscriptions_per_connection = 0\n",
+    );
+    assert_config_error(
+        crier().arg("--config").arg(&file.0),
+        "invalid setting `apps[0].max_subscriptions_per_connection`",
+    );
+    assert_config_error(
+        crier().env("CRIER_MAX_HTTP_CONNECTIONS", "0"),
+        "server.max_http_connections",
+    );
+}
+
 /// A running binary, killed on drop.
 struct Running {
     child: Child,
@@ -166,6 +275,22 @@ impl Running {
                     seen.push(line);
                 }
                 Err(_) => panic!("no `listening on` line within 10 s; output: {seen:?}"),
+            }
+        }
+    }
+
+    /// Every line still to come, until the binary closes stdout and stderr (at most 10 s).
+    fn remaining_lines(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("output still open after 10 s: {lines:?}")
+                }
             }
         }
     }
@@ -249,4 +374,39 @@ async fn sigterm_closes_clients_with_4200_and_exits_0() {
         .expect("terminate");
     assert_eq!(code, Some(0), "exit status after SIGTERM");
     closing.await.expect("client saw 4200");
+}
+
+#[tokio::test]
+async fn logs_to_a_pipe_have_no_ansi_escapes() {
+    let mut running = Running::start(
+        crier()
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .env("CRIER_LOG", "debug"),
+    );
+    let addr = running.listening_addr();
+    Client::connect(addr).await;
+    let code = running.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "exit status after SIGTERM");
+    let lines = running.remaining_lines();
+    assert!(
+        lines.iter().any(|l| l.contains("SIGTERM received")),
+        "the shutdown is logged on stderr; output: {lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains("\x1b[")),
+        "no ANSI escapes when stderr is a pipe; output: {lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn example_config_file_is_valid_and_served() {
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crier.example.toml");
+    let running = Running::start(crier().arg("--config").arg(&example).args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]));
+    let addr = running.listening_addr();
+    Client::connect(addr).await;
 }

@@ -111,6 +111,16 @@ impl Outbox {
         self.queue.lock().close.is_some()
     }
 
+    /// The close request, if the queue overflowed (4100): the frames it held are gone already,
+    /// so the connection may act on it at once rather than after what it is still writing.
+    pub fn overflowed(&self) -> Option<CloseRequest> {
+        let q = self.queue.lock();
+        q.close
+            .as_deref()
+            .filter(|c| c.code == Some(crate::protocol::codes::OVER_CAPACITY))
+            .cloned()
+    }
+
     /// Moves everything queued into `into` (which must be empty) and returns `Ready(None)`,
     /// or `Ready(Some(request))` once a close was asked for (with the frames still queued in
     /// `into`). With nothing queued, keeps `cx`'s waker for the next push.

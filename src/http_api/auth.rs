@@ -18,7 +18,7 @@ use crate::apps::App;
 use crate::protocol::{auth, query};
 
 /// How far a request's `auth_timestamp` may be from the server's clock.
-pub const TIMESTAMP_WINDOW_SECS: i64 = 600;
+pub const TIMESTAMP_WINDOW_SECS: u64 = 600;
 
 /// A request whose signature, key, timestamp and body hash were checked.
 #[derive(Debug)]
@@ -34,13 +34,59 @@ impl VerifiedRequest<'_> {
     }
 }
 
-pub fn verify<'q>(
+/// A request whose key, timestamp and signature were checked from its head alone: what it
+/// takes before the server reads a single byte of the body. The body's hash is checked by
+/// [`SignedHead::with_body`].
+#[derive(Debug)]
+pub struct SignedHead<'q> {
+    app: Arc<App>,
+    params: Vec<query::Pair<'q>>,
+}
+
+impl<'q> SignedHead<'q> {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        query::get(&self.params, key)
+    }
+
+    /// Checks `body` against the signed `body_md5`.
+    pub fn with_body(self, body: Bytes) -> Result<VerifiedRequest<'q>, ApiError> {
+        let body_md5 = self.param("body_md5");
+        if !body.is_empty() || body_md5.is_some() {
+            let actual: [u8; 16] = Md5::digest(&body).into();
+            let mut given_bytes = [0u8; 16];
+            match body_md5 {
+                Some(given)
+                    if hex::decode_to_slice(given, &mut given_bytes).is_ok()
+                        && given_bytes == actual => {}
+                Some(given) => {
+                    return Err(ApiError::Unauthorized(format!(
+                        "body_md5 {given} does not match the body (md5 {})",
+                        hex::encode(actual)
+                    )));
+                }
+                None => {
+                    return Err(ApiError::Unauthorized(
+                        "Missing body_md5 for a request with a body".into(),
+                    ));
+                }
+            }
+        }
+        Ok(VerifiedRequest {
+            app: self.app,
+            params: self.params,
+            body,
+        })
+    }
+}
+
+/// Checks key, version, timestamp and signature: everything but the body, whose hash the
+/// signed query carries (`body_md5`), so no unsigned request gets its body read.
+pub fn verify_head<'q>(
     app: Arc<App>,
     method: &str,
     path: &str,
     raw_query: &'q str,
-    body: Bytes,
-) -> Result<VerifiedRequest<'q>, ApiError> {
+) -> Result<SignedHead<'q>, ApiError> {
     let params = query::parse(raw_query);
     let get = |k: &str| query::get(&params, k);
     let unauthorized = |m: String| Err(ApiError::Unauthorized(m));
@@ -71,36 +117,30 @@ pub fn verify<'q>(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    if (now - ts).abs() > TIMESTAMP_WINDOW_SECS {
+    // abs_diff: `now - ts` overflows for a timestamp near i64::MIN.
+    if now.abs_diff(ts) > TIMESTAMP_WINDOW_SECS {
         return unauthorized(format!(
             "Timestamp expired: given timestamp {ts} is not within {TIMESTAMP_WINDOW_SECS}s of server time {now}"
         ));
     }
-    let body_md5 = get("body_md5");
-    if !body.is_empty() || body_md5.is_some() {
-        let actual: [u8; 16] = Md5::digest(&body).into();
-        let mut given_bytes = [0u8; 16];
-        match body_md5 {
-            Some(given)
-                if hex::decode_to_slice(given, &mut given_bytes).is_ok()
-                    && given_bytes == actual => {}
-            Some(given) => {
-                return unauthorized(format!(
-                    "body_md5 {given} does not match the body (md5 {})",
-                    hex::encode(actual)
-                ));
-            }
-            None => return unauthorized("Missing body_md5 for a request with a body".into()),
-        }
-    }
-
     let string_to_sign = string_to_sign(method, path, &params);
     if !auth::verify_parts(&app.config.secret, &[&string_to_sign], signature) {
         return unauthorized(format!(
             "Invalid signature: you should have sent HmacSHA256Hex({string_to_sign:?}, your_secret_key), but you sent {signature:?}"
         ));
     }
-    Ok(VerifiedRequest { app, params, body })
+    Ok(SignedHead { app, params })
+}
+
+/// [`verify_head`] and [`SignedHead::with_body`] in one, for a body already in hand.
+pub fn verify<'q>(
+    app: Arc<App>,
+    method: &str,
+    path: &str,
+    raw_query: &'q str,
+    body: Bytes,
+) -> Result<VerifiedRequest<'q>, ApiError> {
+    verify_head(app, method, path, raw_query)?.with_body(body)
 }
 
 /// `METHOD\npath\nquery`: every parameter but `auth_signature`, keys lower-cased, sorted by
@@ -216,6 +256,20 @@ mod tests {
             "user_count%2Csubscription_count",
         );
         assert!(verify(app(), "GET", "/apps/3/channels", &encoded, Bytes::new()).is_ok());
+    }
+
+    #[test]
+    fn extreme_timestamps_are_refused_without_overflow() {
+        for ts in [i64::MIN, i64::MAX, -1] {
+            let q = format!(
+                "auth_key=278d425bdf160c739803&auth_timestamp={ts}&auth_version=1.0&auth_signature=00"
+            );
+            let r = verify(app(), "GET", "/apps/3/channels", &q, Bytes::new());
+            assert!(
+                matches!(&r, Err(ApiError::Unauthorized(m)) if m.contains("Timestamp expired")),
+                "{ts}: {r:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
 
+use crate::protocol::clip::{self, clip};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
     /// 400: malformed body or parameters.
@@ -17,8 +19,12 @@ pub enum ApiError {
     NotFound(String),
     /// 405: known path, wrong method.
     MethodNotAllowed(String),
+    /// 408: the request body did not arrive in time.
+    RequestTimeout(String),
     /// 413: event data or request body too large.
     PayloadTooLarge(String),
+    /// 429: too many connections from one address.
+    TooManyRequests(String),
 }
 
 impl ApiError {
@@ -29,7 +35,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -40,12 +48,15 @@ impl ApiError {
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::MethodNotAllowed(m)
-            | ApiError::PayloadTooLarge(m) => m,
+            | ApiError::RequestTimeout(m)
+            | ApiError::PayloadTooLarge(m)
+            | ApiError::TooManyRequests(m) => m,
         }
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let body = serde_json::json!({ "error": self.message() }).to_string();
+        let message = clip(self.message(), clip::MAX_MESSAGE);
+        let body = serde_json::json!({ "error": message }).to_string();
         json_response(self.status(), body)
     }
 }

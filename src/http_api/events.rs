@@ -46,30 +46,17 @@ struct BatchBody<'a> {
 #[derive(Debug)]
 struct Prepared<'a> {
     name: Cow<'a, str>,
-    data: Payload<'a>,
+    /// The JSON string literal from the request, spliced into the frame as it is: the frame
+    /// carries `data` as a JSON string too, so there is nothing to unescape and re-escape.
+    data: &'a RawValue,
     channels: Vec<Cow<'a, str>>,
     except: Option<ConnId>,
     info: Option<Info>,
 }
 
-/// An event's `data` as it goes into the frame.
-#[derive(Debug)]
-enum Payload<'a> {
-    /// A JSON string literal from the request, spliced into the frame as it is: the frame
-    /// carries `data` as a JSON string too, so there is nothing to unescape and re-escape.
-    Literal(&'a RawValue),
-    /// Data posted as an object (some SDKs do), delivered as its JSON text.
-    Text(String),
-}
-
-impl Payload<'_> {
-    /// The data string itself, which a cache channel keeps for `info=cache`.
-    fn text(&self) -> String {
-        match self {
-            Payload::Literal(raw) => serde_json::from_str(raw.get()).unwrap_or_default(),
-            Payload::Text(text) => text.clone(),
-        }
-    }
+/// The data string itself, which a cache channel keeps for `info=cache`.
+fn data_text(raw: &RawValue) -> String {
+    serde_json::from_str(raw.get()).unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -165,33 +152,41 @@ fn prepare<'a>(
     }
     let raw = body.data.ok_or_else(|| bad("Missing data"))?;
     let limit = cfg.max_event_payload_bytes;
-    let (data, data_len) = if raw.get().starts_with('"') {
-        // Escaping only lengthens a string, so the literal's length bounds the data's; decode
-        // only when that bound is over the limit.
-        let bound = raw.get().len() - 2;
-        let len = if bound > limit {
-            serde_json::from_str::<String>(raw.get())
-                .map_err(|e| bad(format!("Invalid data: {e}")))?
-                .len()
-        } else {
-            bound
-        };
-        (Payload::Literal(raw), len)
-    } else if raw.get() == "null" {
+    // Pusher takes `data` as a string (the SDKs JSON-encode it) and answers 400 to anything
+    // else; accepting an object would let a payload arrive re-encoded in a form no hosted
+    // app ever sees.
+    if raw.get() == "null" {
         return Err(bad("Missing data"));
+    }
+    if !raw.get().starts_with('"') {
+        return Err(bad(
+            "Expected data parameter to be a string: JSON-encode the payload first",
+        ));
+    }
+    // Escaping only lengthens a string, so the literal's length bounds the data's; decode
+    // only when that bound is over the limit.
+    let bound = raw.get().len() - 2;
+    let data_len = if bound > limit {
+        serde_json::from_str::<String>(raw.get())
+            .map_err(|e| bad(format!("Invalid data: {e}")))?
+            .len()
     } else {
-        let text = raw.get().to_string();
-        let len = text.len();
-        (Payload::Text(text), len)
+        bound
     };
+    let data = raw;
     if data_len > limit {
         return Err(ApiError::PayloadTooLarge(format!(
             "The event data should be at most {limit} bytes; got {data_len}"
         )));
     }
     let mut channels = match (body.channels, body.channel) {
-        (Some(list), _) if !list.is_empty() => list,
-        (_, Some(one)) => vec![one],
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "Give either `channels` (a list) or `channel`, not both",
+            ));
+        }
+        (Some(list), None) if !list.is_empty() => list,
+        (None, Some(one)) => vec![one],
         _ => {
             return Err(bad(
                 "Missing channels: give `channels` (a list) or `channel`",
@@ -261,11 +256,10 @@ fn prepare<'a>(
 
 fn publish(app: &App, event: &Prepared<'_>) {
     for ch in &event.channels {
-        let frame = match &event.data {
-            Payload::Literal(raw) => Event::new(&event.name).channel(ch).raw(raw),
-            Payload::Text(text) => Event::new(&event.name).channel(ch).text(text),
-        }
-        .to_frame();
+        let frame = Event::new(&event.name)
+            .channel(ch)
+            .raw(event.data)
+            .to_frame();
         let spec = channel::classify(ch);
         match spec {
             Ok(spec) if spec.kind == ChannelKind::User => {
@@ -276,7 +270,7 @@ fn publish(app: &App, event: &Prepared<'_>) {
                 app.registry.publish_cached(
                     ch,
                     &frame,
-                    &event.data.text(),
+                    &data_text(event.data),
                     app.config.cache_ttl,
                     event.except,
                 );

@@ -8,6 +8,8 @@ pub mod error;
 pub mod events;
 pub mod users;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -31,12 +33,14 @@ enum Route {
     Terminate(String),
 }
 
+/// Answers one HTTP API request. `body_timeout` bounds how long reading its body may take.
 pub async fn handle(
     req: Request<Incoming>,
     apps: &AppStore,
     socket_ids: &SocketIds,
+    body_timeout: Duration,
 ) -> Response<Full<Bytes>> {
-    match dispatch(req, apps, socket_ids).await {
+    match dispatch(req, apps, socket_ids, body_timeout).await {
         Ok(body) => json_response(StatusCode::OK, body),
         Err(e) => e.into_response(),
     }
@@ -46,6 +50,7 @@ async fn dispatch(
     req: Request<Incoming>,
     apps: &AppStore,
     socket_ids: &SocketIds,
+    body_timeout: Duration,
 ) -> Result<String, ApiError> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
@@ -95,20 +100,11 @@ async fn dispatch(
         .max_event_payload_bytes
         .saturating_mul(cfg.max_batch_events)
         .saturating_add(BODY_OVERHEAD);
-    let body = match Limited::new(body, body_limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "Request body is larger than {body_limit} bytes"
-            )));
-        }
-        Err(e) => {
-            return Err(ApiError::BadRequest(format!(
-                "Could not read the request body: {e}"
-            )));
-        }
-    };
-    let verified = auth::verify(app, parts.method.as_str(), path, raw_query, body)?;
+    // The signature covers the query, and the query carries the body's MD5: an unsigned
+    // request is refused before a byte of its body is read.
+    let head = auth::verify_head(app, parts.method.as_str(), path, raw_query)?;
+    let body = read_body(body, body_limit, body_timeout).await?;
+    let verified = head.with_body(body)?;
     if !verified.app.config.enabled {
         return Err(ApiError::Forbidden("Application disabled".into()));
     }
@@ -119,5 +115,22 @@ async fn dispatch(
         Route::Channel(name) => channels::info(&verified, &name),
         Route::Users(name) => channels::users(&verified, &name),
         Route::Terminate(user) => Ok(users::terminate(&verified, &user)),
+    }
+}
+
+/// The whole body, at most `limit` bytes, read within `timeout`.
+async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge(
+            format!("Request body is larger than {limit} bytes"),
+        )),
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!(
+            "Could not read the request body: {e}"
+        ))),
+        Err(_) => Err(ApiError::RequestTimeout(format!(
+            "The request body did not arrive within {} s",
+            timeout.as_secs()
+        ))),
     }
 }

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
+use super::clip::{self, clip};
+
 const MAX_HEADER: usize = 10;
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_CLOSE: u8 = 0x8;
@@ -164,6 +166,7 @@ pub fn pong_frame(payload: &[u8]) -> Bytes {
 /// `pusher:error` with `{"code":code,"message":message}`; `code` is `null` for the
 /// non-fatal errors real Pusher reports without one.
 pub fn error_frame(code: Option<u16>, message: &str) -> Bytes {
+    let message = clip(message, clip::MAX_MESSAGE);
     let data = serde_json::json!({ "code": code, "message": message });
     let raw = serde_json::value::to_raw_value(&data).ok();
     match raw {
@@ -175,6 +178,9 @@ pub fn error_frame(code: Option<u16>, message: &str) -> Bytes {
 /// `pusher:subscription_error` for `channel` with `{type, error, status}`; Echo's `.error()`
 /// fires on this form.
 pub fn subscription_error_frame(channel: &str, kind: &str, error: &str, status: u16) -> Bytes {
+    let error = clip(error, clip::MAX_MESSAGE);
+    let channel = clip(channel, clip::MAX_CHANNEL);
+    let channel = channel.as_ref();
     let data = serde_json::json!({ "type": kind, "error": error, "status": status });
     match serde_json::value::to_raw_value(&data) {
         Ok(raw) => Event::new("pusher:subscription_error")

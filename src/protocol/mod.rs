@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod channel;
+pub mod clip;
 pub mod codes;
 pub mod encode;
 pub mod messages;

@@ -78,8 +78,8 @@ struct Connection {
     message: Option<Vec<u8>>,
     /// Frames taken from the outbox and not yet fully written.
     writing: VecDeque<Bytes>,
-    /// The outbox asked to close: once `writing` is out, the connection ends.
-    closing: bool,
+    /// The outbox asked to close (with this code): once `writing` is out, the connection ends.
+    closing: Option<u16>,
     /// A close has been requested (a read error among the reasons): stop reading.
     done_reading: bool,
     heard: Instant,
@@ -125,7 +125,7 @@ impl Connection {
             reader: FrameReader::new(early_bytes, settings.max_message_bytes),
             message: None,
             writing: VecDeque::new(),
-            closing: false,
+            closing: None,
             done_reading: false,
             heard,
             keepalive,
@@ -144,6 +144,15 @@ impl Connection {
     /// socket (readable, or writable while a write is pending), the outbox and the timer.
     fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<()> {
         loop {
+            // A write waiting on a full socket: a reader this slow has likely overflowed its
+            // outbox, and then its 4100 goes right behind the frame on the wire.
+            if !self.writing.is_empty()
+                && self.closing.is_none()
+                && let Some(request) = self.outbox.overflowed()
+                && !self.begin_close(request)
+            {
+                return Poll::Ready(());
+            }
             let mut progressed = false;
             match poll_write_frames(cx, &self.stream, &mut self.writing, &mut progressed) {
                 Poll::Ready(Ok(())) => self.write_deadline = None,
@@ -155,7 +164,7 @@ impl Connection {
                 }
             }
             if self.writing.is_empty() {
-                if self.closing {
+                if self.closing.is_some() {
                     let _ = Pin::new(&mut self.stream).poll_shutdown(cx);
                     return Poll::Ready(());
                 }
@@ -170,7 +179,7 @@ impl Connection {
                     return Poll::Ready(());
                 }
             }
-            if !self.closing
+            if self.closing.is_none()
                 && !self.done_reading
                 && let Poll::Ready(frame) = self.reader.poll_next(cx, &self.stream)
             {
@@ -218,10 +227,16 @@ impl Connection {
         // Leave the channels first: a stalled peer may hold the final write for up to the
         // write timeout, and nobody should count it meanwhile.
         self.session.leave_all();
-        self.closing = true;
         let Some(code) = request.code else {
             return false;
         };
+        self.closing = Some(code);
+        if code == codes::OVER_CAPACITY {
+            // The outbox overflowed and dropped its queue; drop what was taken from it too
+            // (all but the frame on the wire, which may be half written), so the 4100 is the
+            // next thing a reader that wakes up gets, not a megabyte of stale events.
+            self.writing.truncate(1);
+        }
         if request.announce {
             self.writing
                 .push_back(encode::error_frame(Some(code), &request.reason));
@@ -242,7 +257,19 @@ impl Connection {
     fn on_timer(&mut self) -> Next {
         let now = Instant::now();
         if self.write_deadline.is_some_and(|d| now >= d) {
-            // The peer took nothing for the whole write timeout.
+            // The peer took nothing for the whole write timeout: nothing more can reach it,
+            // a close frame included, so the log is where the reason goes.
+            let waited = self.settings.write_timeout.as_secs_f32();
+            match self.closing {
+                Some(code) => tracing::info!(
+                    "socket {}: dropped without its close {code}: the client read nothing for {waited} s",
+                    self.session.socket_id()
+                ),
+                None => tracing::info!(
+                    "socket {}: dropped: the client read nothing for {waited} s",
+                    self.session.socket_id()
+                ),
+            }
             return Next::End;
         }
         if self.signin_deadline.is_some_and(|d| now >= d) {

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -21,6 +22,7 @@ pub struct LiveConnections {
     shards: [Mutex<HashMap<ConnId, Arc<Outbox>>>; SHARDS],
     /// Set once shutdown begins; what every connection is asked to close with.
     closing: Mutex<Option<CloseRequest>>,
+    count: AtomicUsize,
 }
 
 /// Keeps a connection in the list; removes it on drop.
@@ -39,6 +41,7 @@ impl LiveConnections {
     /// at once, so a connection that opens during shutdown cannot be missed.
     pub fn add(self: &Arc<Self>, conn: ConnId, outbox: &Arc<Outbox>) -> Listed {
         self.shard(conn).lock().insert(conn, outbox.clone());
+        self.count.fetch_add(1, Ordering::Relaxed);
         // `close_all` sets `closing` before it walks the shards, and both sides take the
         // shard's lock: either its walk finds this entry, or this sees `closing`.
         if let Some(request) = self.closing.lock().clone() {
@@ -62,7 +65,7 @@ impl LiveConnections {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.count.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -73,6 +76,7 @@ impl LiveConnections {
 impl Drop for Listed {
     fn drop(&mut self) {
         self.live.shard(self.conn).lock().remove(&self.conn);
+        self.live.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

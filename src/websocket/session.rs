@@ -49,6 +49,52 @@ impl RateWindow {
     }
 }
 
+/// Subscribe messages a connection may send: a token bucket as deep as the subscription cap
+/// (pusher-js resubscribes every channel at once after a reconnect), refilled at the app's
+/// `subscriptions_per_second`. Eight bytes, on every connection: the clock is a process-wide
+/// millisecond count (it wraps after 49 days, which at worst delays a refill).
+#[derive(Debug)]
+struct SubscribeBudget {
+    tokens: u32,
+    refilled_ms: u32,
+}
+
+fn clock_ms() -> u32 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u32
+}
+
+impl SubscribeBudget {
+    fn new(depth: u32) -> Self {
+        SubscribeBudget {
+            tokens: depth,
+            refilled_ms: clock_ms(),
+        }
+    }
+
+    /// Takes a token; false when none is left. `per_second` 0 means unlimited.
+    fn take(&mut self, depth: u32, per_second: u32) -> bool {
+        if per_second == 0 {
+            return true;
+        }
+        let now = clock_ms();
+        let elapsed = now.wrapping_sub(self.refilled_ms) as u64;
+        let earned = elapsed * per_second as u64 / 1000;
+        if earned > 0 {
+            self.tokens = (self.tokens as u64 + earned).min(depth as u64) as u32;
+            // Keep the remainder: ten calls 50 ms apart at 20/s earn one token each.
+            self.refilled_ms = self
+                .refilled_ms
+                .wrapping_add((earned * 1000 / per_second as u64) as u32);
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
 /// The user this socket signed in as (`pusher:signin`).
 #[derive(Debug)]
 struct SignedIn {
@@ -84,6 +130,7 @@ pub struct Session {
     /// Keyed by the registry's own copy of each channel name.
     subscriptions: HashMap<Arc<str>, Held>,
     rate: RateWindow,
+    subscribe_budget: SubscribeBudget,
     /// Boxed: most connections never sign in, and this keeps their session small.
     user: Option<Box<SignedIn>>,
     /// Signed in, or subscribed to a private or presence channel: what an app that requires
@@ -131,8 +178,17 @@ impl Refusal {
     }
 }
 
+/// How many subscribe messages a connection may send at once.
+fn subscribe_depth(app: &App) -> u32 {
+    let cfg = &app.config;
+    u32::try_from(cfg.max_subscriptions_per_connection)
+        .unwrap_or(u32::MAX)
+        .max(cfg.subscriptions_per_second)
+}
+
 impl Session {
     pub fn new(app: Arc<App>, socket_id: SocketId, outbox: Arc<Outbox>) -> Self {
+        let depth = subscribe_depth(&app);
         Session {
             app,
             socket_id,
@@ -142,9 +198,14 @@ impl Session {
                 started: Instant::now(),
                 count: 0,
             },
+            subscribe_budget: SubscribeBudget::new(depth),
             user: None,
             authorized: false,
         }
+    }
+
+    pub fn socket_id(&self) -> SocketId {
+        self.socket_id
     }
 
     /// Whether the connection has signed in or joined a private or presence channel.
@@ -208,6 +269,29 @@ impl Session {
 
     fn try_subscribe(&mut self, s: &Subscribe) -> Result<(), Refusal> {
         let name = s.channel.as_str();
+        let cfg = &self.app.config;
+        if !self
+            .subscribe_budget
+            .take(subscribe_depth(&self.app), cfg.subscriptions_per_second)
+        {
+            return Err(Refusal {
+                kind: "LimitReached",
+                status: 429,
+                error: format!(
+                    "Too many subscriptions: at most {} per second per connection",
+                    cfg.subscriptions_per_second
+                ),
+            });
+        }
+        let cap = cfg.max_subscriptions_per_connection;
+        if self.subscriptions.len() >= cap && !self.subscriptions.contains_key(name) {
+            return Err(Refusal::forbidden(
+                "LimitReached",
+                format!(
+                    "This connection is already subscribed to {cap} channels, the most allowed; unsubscribe from one first"
+                ),
+            ));
+        }
         let spec = channel::classify(name).map_err(|e| Refusal::bad_request(e.to_string()))?;
         if spec.kind == ChannelKind::User {
             return self.subscribe_user_channel(name);

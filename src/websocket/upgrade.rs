@@ -17,6 +17,7 @@ use super::connection;
 use crate::apps::{AppStore, ConnectionSlot};
 use crate::protocol::{codes, encode, query};
 use crate::server::ServerContext;
+use crate::server::client_ips::IpTicket;
 
 /// The verdict on an upgrade request.
 #[derive(Debug)]
@@ -118,9 +119,21 @@ fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
     })
 }
 
-/// Answers an upgrade request with 101 and starts the connection's tasks.
-pub fn upgrade(mut req: Request<Incoming>, ctx: &Arc<ServerContext>) -> Response<Full<Bytes>> {
-    let admission = admit(&req, &ctx.apps);
+/// Answers an upgrade request with 101 and starts the connection's tasks. `ip_ticket` counts
+/// the connection against its client's address for as long as it lives.
+pub fn upgrade(
+    mut req: Request<Incoming>,
+    ctx: &Arc<ServerContext>,
+    ip_ticket: Option<Arc<IpTicket>>,
+) -> Response<Full<Bytes>> {
+    let admission = if ctx.live.len() >= ctx.max_websockets {
+        refuse(
+            codes::OVER_CAPACITY,
+            "Over capacity: this server holds as many connections as its descriptors allow",
+        )
+    } else {
+        admit(&req, &ctx.apps)
+    };
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
@@ -135,6 +148,7 @@ pub fn upgrade(mut req: Request<Incoming>, ctx: &Arc<ServerContext>) -> Response
     // wait for it on shutdown.
     let ctx = ctx.clone();
     tokio::spawn(async move {
+        let _ip_ticket = ip_ticket;
         let Ok(ws) = upgrade.await else {
             return;
         };

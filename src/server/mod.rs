@@ -1,0 +1,297 @@
+//! The listener: accepts TCP connections, serves HTTP/1.1 on each (WebSocket upgrades on
+//! `/app/{key}`, the HTTP API under `/apps/`), and runs the shutdown sequence.
+//!
+//! Shutdown: stop accepting, ask every WebSocket to close with 4200 through its outbox
+//! (pusher-js reconnects at once, to another node or to this one when it is back), let HTTP
+//! connections finish their request, and return once every connection task is gone or the
+//! grace period ends.
+//! Every connection task holds the shared [`ServerContext`], and with it the `tracker`
+//! sender; the receiver sees the channel close when the last context is dropped.
+//!
+//! What a client can hold before it has proved anything is bounded here: connections in the
+//! HTTP phase ([`http_phase`]), connections per address ([`client_ips`]), the time a request's
+//! head and body may take, the size of its head, and descriptors ([`descriptors`]): WebSockets
+//! never take the ones kept for the HTTP phase, so signed publishes always get through.
+
+pub mod client_ips;
+pub mod descriptors;
+pub mod http_phase;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::apps::{App, AppStore};
+use crate::channels::CloseRequest;
+use crate::channels::registry::COUNT_INTERVAL;
+use crate::config::{Config, ServerSettings};
+use crate::http_api;
+use crate::protocol::codes;
+use crate::protocol::socket_id::SocketIds;
+use crate::websocket::connection::ConnectionSettings;
+use crate::websocket::keepalive::KeepaliveSettings;
+use crate::websocket::live::LiveConnections;
+use crate::websocket::upgrade;
+use client_ips::{ClientIps, IpTicket};
+use descriptors::Spare;
+use http_phase::{HttpPhase, HttpTicket};
+
+/// Largest request head (request line and headers) a client may send; hyper's own minimum
+/// is 8 KiB. Legitimate requests are a few hundred bytes.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// What request handlers and connections share.
+#[derive(Debug)]
+pub struct ServerContext {
+    pub apps: AppStore,
+    pub settings: ServerSettings,
+    pub socket_ids: SocketIds,
+    /// Every open WebSocket, for the shutdown's close.
+    pub live: Arc<LiveConnections>,
+    /// Tells HTTP connections and background tasks that shutdown has begun.
+    pub shutdown: watch::Receiver<bool>,
+    /// Never sent on: `serve` waits until every clone of the context (and so of this
+    /// sender) is gone.
+    pub tracker: mpsc::Sender<()>,
+    /// Shared by every connection, so each holds a pointer rather than a copy.
+    pub connection_settings: Arc<ConnectionSettings>,
+    /// Connections before their upgrade, or carrying HTTP API requests.
+    pub http_phase: Arc<HttpPhase>,
+    pub client_ips: Arc<ClientIps>,
+    /// Open WebSockets past which new ones are refused with 4100, so that descriptors remain
+    /// for the HTTP phase (and so for signed publishes).
+    pub max_websockets: usize,
+}
+
+/// Serves on `listener` until `shutdown` resolves, then closes every connection.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tracker, mut all_done) = mpsc::channel::<()>(1);
+    let grace = config.server.shutdown_timeout;
+    let (max_http, max_websockets) = descriptor_budget(config.server.max_http_connections);
+    let ctx = Arc::new(ServerContext {
+        http_phase: HttpPhase::new(max_http),
+        client_ips: ClientIps::new(
+            config.server.max_connections_per_ip,
+            config.server.trusted_proxies.clone(),
+        ),
+        max_websockets,
+        apps: AppStore::new(&config.apps),
+        socket_ids: SocketIds::new(rand::random::<u32>() % 1_000_000_000),
+        live: Arc::default(),
+        connection_settings: Arc::new(ConnectionSettings {
+            keepalive: KeepaliveSettings {
+                activity_timeout: config.server.activity_timeout,
+                pong_timeout: config.server.pong_timeout,
+            },
+            write_timeout: config.server.write_timeout,
+            max_message_bytes: config.server.max_message_bytes,
+            outbox_limit_bytes: config.server.outbox_limit_bytes,
+        }),
+        settings: config.server,
+        shutdown: stop_rx,
+        tracker,
+    });
+
+    for app in ctx
+        .apps
+        .all()
+        .filter(|a| a.config.subscription_count_events)
+    {
+        tokio::spawn(flush_subscription_counts(app.clone(), ctx.shutdown.clone()));
+    }
+
+    tokio::pin!(shutdown);
+    let mut spare = Spare::new();
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => admit(stream, peer, &ctx),
+                Err(e) => {
+                    // Out of descriptors (or another transient failure): turn the waiting
+                    // client away now rather than leave it, and the rest, in the queue.
+                    let shed = spare.shed(&listener).await;
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        last_warning = Some(Instant::now());
+                        tracing::warn!(
+                            "accept failed: {e}; {} WebSockets and {} HTTP connections open{}",
+                            ctx.live.len(),
+                            ctx.http_phase.len(),
+                            if shed { "; closing new connections until descriptors free up" } else { "" }
+                        );
+                    }
+                    if !shed {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            },
+        }
+    }
+    drop(listener);
+    ctx.live.close_all(CloseRequest {
+        code: Some(codes::RECONNECT_NOW),
+        reason: "Server is shutting down; reconnect shortly".to_string(),
+        announce: true,
+    });
+    let _ = stop_tx.send(true);
+    drop(ctx);
+    let _ = tokio::time::timeout(grace, all_done.recv()).await;
+    Ok(())
+}
+
+/// Sends the subscription counts the registry held back to respect the once-a-second pace.
+async fn flush_subscription_counts(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(COUNT_INTERVAL / 4);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => app.registry.flush_counts(),
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// How many connections may be in the HTTP phase, and how many WebSockets may be open, within
+/// the process's open-files limit: the HTTP phase gets at most a quarter of it.
+fn descriptor_budget(max_http: usize) -> (usize, usize) {
+    let Some(limit) = descriptors::open_files_limit() else {
+        return (max_http, usize::MAX);
+    };
+    let usable = limit.saturating_sub(descriptors::RESERVED);
+    let http = max_http.min(usable / 4).max(1);
+    if http < max_http {
+        tracing::warn!(
+            "server.max_http_connections lowered from {max_http} to {http}: the open-files limit is {limit}"
+        );
+    }
+    (http, usable.saturating_sub(http).max(1))
+}
+
+/// Takes a newly accepted connection into the HTTP phase, or answers it at once.
+fn admit(stream: TcpStream, peer: SocketAddr, ctx: &Arc<ServerContext>) {
+    let peer_ip = peer.ip().to_canonical();
+    let ip_ticket = if ctx.client_ips.is_trusted(peer_ip) {
+        // Counted per request, by the client its X-Forwarded-For names.
+        None
+    } else {
+        match ctx.client_ips.admit(peer_ip) {
+            Ok(ticket) => ticket.map(Arc::new),
+            Err(over) => {
+                return refuse_raw(
+                    &stream,
+                    "429 Too Many Requests",
+                    &format!(
+                        "Too many connections from {}: the limit is {}",
+                        over.ip, over.limit
+                    ),
+                );
+            }
+        }
+    };
+    let Some(ticket) = ctx.http_phase.admit() else {
+        return refuse_raw(
+            &stream,
+            "503 Service Unavailable",
+            &format!(
+                "Too many connections waiting to be served (limit {}); retry shortly",
+                ctx.http_phase.limit()
+            ),
+        );
+    };
+    let _ = stream.set_nodelay(true);
+    let phase = ctx.http_phase.clone();
+    let id = ticket.id();
+    let task = tokio::spawn(serve_connection(
+        stream,
+        peer_ip,
+        ticket,
+        ip_ticket,
+        ctx.clone(),
+    ));
+    phase.attach(id, task.abort_handle());
+}
+
+/// Answers a connection that will not be served with a complete HTTP response, written
+/// without waiting, and closes it.
+fn refuse_raw(stream: &TcpStream, status: &str, message: &str) {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
+}
+
+/// Serves HTTP/1.1 on one connection until it closes or upgrades; `_phase` holds its place
+/// in the HTTP phase until then (or until it is evicted, which aborts this task).
+async fn serve_connection(
+    stream: TcpStream,
+    peer_ip: std::net::IpAddr,
+    _phase: HttpTicket,
+    ip_ticket: Option<Arc<IpTicket>>,
+    ctx: Arc<ServerContext>,
+) {
+    let mut stop = ctx.shutdown.clone();
+    let handler_ctx = ctx.clone();
+    let service = service_fn(move |req| {
+        let ctx = handler_ctx.clone();
+        let ip_ticket = ip_ticket.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(req, peer_ip, ip_ticket, &ctx).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // Covers a slow head and an idle keep-alive connection alike.
+        .header_read_timeout(ctx.settings.http_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+async fn route(
+    req: Request<Incoming>,
+    peer_ip: std::net::IpAddr,
+    mut ip_ticket: Option<Arc<IpTicket>>,
+    ctx: &Arc<ServerContext>,
+) -> Response<Full<Bytes>> {
+    if ctx.client_ips.is_limited() && ctx.client_ips.is_trusted(peer_ip) {
+        let client = ctx.client_ips.forwarded_client(peer_ip, req.headers());
+        match ctx.client_ips.admit(client) {
+            Ok(ticket) => ip_ticket = ticket.map(Arc::new),
+            Err(over) => {
+                return http_api::error::ApiError::TooManyRequests(format!(
+                    "Too many connections from {}: the limit is {}",
+                    over.ip, over.limit
+                ))
+                .into_response();
+            }
+        }
+    }
+    if fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return upgrade::upgrade(req, ctx, ip_ticket);
+    }
+    http_api::handle(req, &ctx.apps, &ctx.socket_ids, ctx.settings.http_timeout).await
+}
