@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::channels::{Registry, Users};
+use crate::cluster::{Cluster, ClusterChannels};
 use crate::config::AppConfig;
 
 /// One app at run time.
@@ -14,6 +15,8 @@ pub struct App {
     pub config: AppConfig,
     pub registry: Registry,
     pub users: Users,
+    /// The other nodes, when the server is part of a cluster.
+    pub cluster: Option<ClusterChannels>,
     connections: AtomicUsize,
 }
 
@@ -25,9 +28,19 @@ pub struct ConnectionSlot {
 
 impl App {
     pub fn new(config: AppConfig) -> Self {
+        App::in_cluster(config, None)
+    }
+
+    /// An app whose channels are shared with the other nodes of `cluster`.
+    pub fn in_cluster(config: AppConfig, cluster: Option<&Arc<Cluster>>) -> Self {
+        let cluster = cluster.map(|c| ClusterChannels {
+            cluster: c.clone(),
+            app_id: Arc::from(config.id.as_str()),
+        });
         App {
-            registry: Registry::new(config.subscription_count_events),
+            registry: Registry::new(config.subscription_count_events, cluster.clone()),
             users: Users::default(),
+            cluster,
             config,
             connections: AtomicUsize::new(0),
         }
@@ -70,10 +83,14 @@ pub struct AppStore {
 
 impl AppStore {
     pub fn new(apps: &[AppConfig]) -> Self {
+        AppStore::in_cluster(apps, None)
+    }
+
+    pub fn in_cluster(apps: &[AppConfig], cluster: Option<&Arc<Cluster>>) -> Self {
         let apps: Vec<Arc<App>> = apps
             .iter()
             .cloned()
-            .map(|c| Arc::new(App::new(c)))
+            .map(|c| Arc::new(App::in_cluster(c, cluster)))
             .collect();
         AppStore {
             by_id: Arc::new(

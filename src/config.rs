@@ -20,6 +20,29 @@ use serde::Deserialize;
 pub struct Config {
     pub server: ServerSettings,
     pub apps: Vec<AppConfig>,
+    pub cluster: ClusterSettings,
+}
+
+/// Joining other nodes through Redis. Without `redis_url` the server is a single node and
+/// needs no Redis.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel: clusters with different prefixes can share one
+    /// Redis without seeing each other.
+    pub prefix: String,
+    /// This node's name in the cluster; random when not set (and logged at start).
+    pub node_id: Option<String>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            redis_url: None,
+            prefix: "crier".to_string(),
+            node_id: None,
+        }
+    }
 }
 
 /// Settings that apply to the whole server, whatever the app.
@@ -146,6 +169,7 @@ impl Default for Config {
         Config {
             server: ServerSettings::default(),
             apps: vec![AppConfig::default()],
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -303,6 +327,29 @@ struct FileConfig {
     server: ServerOverrides,
     #[serde(default)]
     apps: Vec<AppOverrides>,
+    #[serde(default)]
+    cluster: ClusterOverrides,
+}
+
+/// `[cluster]` as a file, the environment or flags state it.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterOverrides {
+    pub redis_url: Option<String>,
+    pub prefix: Option<String>,
+    pub node_id: Option<String>,
+}
+
+impl ClusterOverrides {
+    fn apply(&self, c: &mut ClusterSettings) {
+        if let Some(url) = &self.redis_url {
+            c.redis_url = (!url.trim().is_empty()).then(|| url.trim().to_string());
+        }
+        set(&mut c.prefix, &self.prefix);
+        if let Some(id) = &self.node_id {
+            c.node_id = (!id.trim().is_empty()).then(|| id.trim().to_string());
+        }
+    }
 }
 
 /// Server settings as a file, the environment or flags state them; `None` leaves a value
@@ -360,6 +407,7 @@ pub struct AppOverrides {
 pub struct Overrides {
     pub server: ServerOverrides,
     pub app: AppOverrides,
+    pub cluster: ClusterOverrides,
 }
 
 fn set<T: Clone>(target: &mut T, value: &Option<T>) {
@@ -498,6 +546,7 @@ impl Config {
         file.server
             .apply(&mut config.server)
             .map_err(|e| e.to_string())?;
+        file.cluster.apply(&mut config.cluster);
         if !file.apps.is_empty() {
             config.apps = file
                 .apps
@@ -511,6 +560,7 @@ impl Config {
 
     fn apply(&mut self, o: &Overrides) -> Result<(), ConfigError> {
         o.server.apply(&mut self.server)?;
+        o.cluster.apply(&mut self.cluster);
         if self.apps.is_empty() {
             self.apps.push(AppConfig::default());
         }
@@ -520,6 +570,31 @@ impl Config {
 
     /// Checks every value; the first problem found is returned, naming its setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        if let Some(url) = &c.redis_url
+            && !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "cluster.redis_url",
+                format!("{url:?} is not a Redis URL (redis://HOST:PORT[/DB])"),
+            ));
+        }
+        if c.prefix.is_empty() || c.prefix.contains(char::is_whitespace) {
+            return Err(invalid(
+                "cluster.prefix",
+                "must be a non-empty word without spaces",
+            ));
+        }
+        if let Some(id) = &c.node_id
+            && (id.len() > 64 || id.contains(char::is_whitespace))
+        {
+            return Err(invalid(
+                "cluster.node_id",
+                "must be at most 64 characters, without spaces",
+            ));
+        }
         let s = &self.server;
         if s.host.trim().is_empty() {
             return Err(invalid("server.host", "must not be empty"));
@@ -762,11 +837,54 @@ mod tests {
                 max_connections: Some(0),
                 ..AppOverrides::default()
             },
+            cluster: ClusterOverrides {
+                redis_url: Some("redis://127.0.0.1:6390".into()),
+                prefix: Some("blue".into()),
+                node_id: Some(" ".into()),
+            },
         };
         let c = Config::load(None, &o).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.server.port, 0);
         assert_eq!(c.apps[0].key, "other");
         assert_eq!(c.apps[0].max_connections, None);
+        assert_eq!(
+            c.cluster.redis_url.as_deref(),
+            Some("redis://127.0.0.1:6390")
+        );
+        assert_eq!(c.cluster.prefix, "blue");
+        assert_eq!(c.cluster.node_id, None, "blank means random");
+    }
+
+    #[test]
+    fn cluster_settings_come_from_the_file_and_are_checked() {
+        let c = Config::from_toml(
+            "[cluster]\nredis_url = \"redis://10.0.0.5:6379/2\"\nprefix = \"green\"\nnode_id = \"web-1\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.cluster.redis_url.as_deref(),
+            Some("redis://10.0.0.5:6379/2")
+        );
+        assert_eq!(c.cluster.node_id.as_deref(), Some("web-1"));
+        assert!(c.validate().is_ok());
+        assert!(
+            Config::default().cluster.redis_url.is_none(),
+            "single node by default"
+        );
+        for (text, setting) in [
+            (
+                "[cluster]\nredis_url = \"localhost:6379\"\n",
+                "cluster.redis_url",
+            ),
+            ("[cluster]\nprefix = \"a b\"\n", "cluster.prefix"),
+            ("[cluster]\nnode_id = \"has space\"\n", "cluster.node_id"),
+        ] {
+            let c = Config::from_toml(text).unwrap_or_else(|e| panic!("{e}"));
+            match c.validate() {
+                Err(ConfigError::Invalid { setting: s, .. }) => assert_eq!(s, setting),
+                other => panic!("expected an error for {setting}, got {other:?}"),
+            }
+        }
     }
 
     #[test]

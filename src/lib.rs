@@ -18,6 +18,7 @@
 //! - [`channels`]: the registry (sharded channels, presence members) and per-connection outboxes.
 //! - [`websocket`]: admission and upgrade, one task per connection, the session logic.
 //! - [`http_api`]: request authentication and the REST handlers.
+//! - [`cluster`]: several nodes joined through Redis (interest routing, the Redis link).
 //! - [`server`]: the accept loop, HTTP routing and the shutdown sequence.
 //!
 //! The modules are public so the integration tests and the embedding API can reach them;
@@ -25,11 +26,12 @@
 
 pub mod apps;
 pub mod channels;
+pub mod cluster;
 pub mod config;
 pub mod http_api;
 pub mod protocol;
 pub mod server;
 pub mod websocket;
 
-pub use config::{AppConfig, Config, ConfigError, Overrides, ServerSettings};
+pub use config::{AppConfig, ClusterSettings, Config, ConfigError, Overrides, ServerSettings};
 pub use server::serve;

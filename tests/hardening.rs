@@ -299,7 +299,7 @@ async fn subscribe_messages_are_paced_beyond_a_burst() {
         .expect_subscription_error(&format!("{base}-3"), 429)
         .await;
     assert_eq!(error["type"], "LimitReached", "{error}");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     client.subscribe(&format!("{base}-3")).await;
 }
 

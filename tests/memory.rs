@@ -258,18 +258,21 @@ fn half_open_flood_leaves_no_lasting_memory() {
         peak = peak.max(crier.rss_mib());
         drop(flood);
     }
+    // Most of what the flood cost must come back, within seconds, with the server idle.
+    let given_back = |after: f64| after - baseline <= ((peak - baseline) / 4.0).min(30.0);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut after = crier.rss_mib();
-    while after - baseline > 12.0 && Instant::now() < deadline {
+    while !given_back(after) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
         after = crier.rss_mib();
     }
+    eprintln!("half-open flood: baseline {baseline:.1}, peak {peak:.1}, after {after:.1} MiB");
     assert!(
-        peak - baseline > 12.0,
+        peak - baseline > 20.0,
         "the flood should have cost something: baseline {baseline:.1}, peak {peak:.1} MiB"
     );
     assert!(
-        after - baseline <= 12.0,
+        given_back(after),
         "RSS stayed at {after:.1} MiB after the flood (baseline {baseline:.1}, peak {peak:.1})"
     );
 }

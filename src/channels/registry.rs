@@ -27,6 +27,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::outbox::Outbox;
 use super::presence::{self, Member, Members};
+use crate::cluster::ClusterChannels;
 use crate::protocol::encode::Event;
 use crate::protocol::socket_id::ConnId;
 
@@ -51,9 +52,21 @@ struct Cached {
     expires: Instant,
 }
 
+/// A subscriber waiting for its node to hear the channel from the other nodes.
+#[derive(Debug)]
+struct Waiting {
+    conn: ConnId,
+    outbox: Arc<Outbox>,
+    cache: bool,
+}
+
 #[derive(Debug, Default)]
 struct Channel {
     subscribers: HashMap<ConnId, Subscriber>,
+    /// In a cluster, a channel's first local subscribers wait here, unacknowledged, until the
+    /// node hears the channel's Redis channel; none do once `heard`.
+    waiting: Vec<Waiting>,
+    heard: bool,
     members: Option<Members>,
     cache: Option<Cached>,
     count_sent: Option<Instant>,
@@ -94,23 +107,62 @@ pub struct Registry {
     subscription_counts: bool,
     /// Channels whose count changed within `COUNT_INTERVAL` of the last one sent.
     pending_counts: Mutex<Vec<Arc<str>>>,
+    /// Told of each channel's first local subscriber and of its last.
+    cluster: Option<ClusterChannels>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry::new(false)
+        Registry::new(false, None)
     }
 }
 
 impl Registry {
     /// `subscription_counts`: send `pusher_internal:subscription_count` on non-presence
     /// channels when their subscriber count changes.
-    pub fn new(subscription_counts: bool) -> Self {
+    pub fn new(subscription_counts: bool, cluster: Option<ClusterChannels>) -> Self {
         Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             subscription_counts,
             pending_counts: Mutex::new(Vec::new()),
+            cluster,
+        }
+    }
+
+    /// Before a channel's first local subscriber joins: whether it can be acknowledged at
+    /// once (always on a single node; in a cluster, once the node hears the channel).
+    fn first_local(&self, ch: &mut Channel, channel: &str) {
+        if ch.subscribers.is_empty() && ch.waiting.is_empty() {
+            ch.heard = self.cluster.as_ref().is_none_or(|c| c.want(channel));
+        }
+    }
+
+    /// After a subscriber left: the node stops listening once the channel has nobody left.
+    fn maybe_last_local(&self, ch: &mut Channel, channel: &str) {
+        if ch.subscribers.is_empty() && ch.waiting.is_empty() {
+            if let Some(cluster) = &self.cluster {
+                cluster.unwant(channel);
+            }
+            ch.heard = false;
+        }
+    }
+
+    /// The node now hears `channel` from the other nodes: its waiting subscribers join and
+    /// are acknowledged, in the order they came.
+    pub fn heard(&self, channel: &str) {
+        let mut shard = self.shard(channel).write();
+        let Some(ch) = shard.get_mut(channel) else {
+            return;
+        };
+        ch.heard = true;
+        let waiting = std::mem::take(&mut ch.waiting);
+        let mut added = false;
+        for w in waiting {
+            added |= join(ch, channel, w.conn, &w.outbox, w.cache);
+        }
+        if added && self.subscription_counts {
+            self.count_changed(ch, channel);
         }
     }
 
@@ -130,25 +182,23 @@ impl Registry {
         outbox: &Arc<Outbox>,
         cache: bool,
     ) -> Arc<str> {
-        let frame = Event::new("pusher_internal:subscription_succeeded")
-            .channel(channel)
-            .text("{}")
-            .to_frame();
         let mut shard = self.shard(channel).write();
         let key = shared_key(&shard, channel);
         let ch = shard.entry(key.clone()).or_default();
-        let mut added = false;
-        ch.subscribers.entry(conn).or_insert_with(|| {
-            added = true;
-            Subscriber {
-                outbox: outbox.clone(),
-                user_id: None,
-            }
-        });
-        outbox.push(frame);
-        if cache {
-            send_cached(ch, channel, outbox);
+        if !ch.subscribers.contains_key(&conn) {
+            self.first_local(ch, channel);
         }
+        if !ch.heard {
+            if !ch.waiting.iter().any(|w| w.conn == conn) {
+                ch.waiting.push(Waiting {
+                    conn,
+                    outbox: outbox.clone(),
+                    cache,
+                });
+            }
+            return key;
+        }
+        let added = join(ch, channel, conn, outbox, cache);
         if added && self.subscription_counts {
             self.count_changed(ch, channel);
         }
@@ -170,9 +220,16 @@ impl Registry {
         let mut shard = self.shard(channel).write();
         let key = shared_key(&shard, channel);
         let ch = shard.entry(key.clone()).or_default();
+        if !ch.subscribers.contains_key(&conn) {
+            // Presence is still node-local in a cluster: the node listens for the channel's
+            // events (client events, API publishes) but does not hold the acknowledgement.
+            self.first_local(ch, channel);
+            ch.heard = true;
+        }
         let members = ch.members.get_or_insert_with(Members::default);
         if !ch.subscribers.contains_key(&conn) {
             if !members.contains(&member.user_id) && members.count() >= max_members {
+                self.maybe_last_local(ch, channel);
                 if ch.subscribers.is_empty() && ch.cache.is_none() {
                     shard.remove(channel);
                 }
@@ -220,6 +277,14 @@ impl Registry {
             return;
         };
         let Some(sub) = ch.subscribers.remove(&conn) else {
+            let before = ch.waiting.len();
+            ch.waiting.retain(|w| w.conn != conn);
+            if ch.waiting.len() != before {
+                self.maybe_last_local(ch, channel);
+                if ch.subscribers.is_empty() && ch.waiting.is_empty() && ch.cache.is_none() {
+                    shard.remove(channel);
+                }
+            }
             return;
         };
         if let (Some(user_id), Some(members)) = (&sub.user_id, ch.members.as_mut())
@@ -234,8 +299,9 @@ impl Registry {
                 s.outbox.push(frame.clone());
             }
         }
+        self.maybe_last_local(ch, channel);
         if ch.subscribers.is_empty() {
-            if !ch.cache.as_ref().is_some_and(Cached::fresh) {
+            if ch.waiting.is_empty() && !ch.cache.as_ref().is_some_and(Cached::fresh) {
                 shard.remove(channel);
             }
         } else if self.subscription_counts {
@@ -272,7 +338,9 @@ impl Registry {
         let sent = push_all(ch, frame, except);
         if is_new && shard.len().is_multiple_of(SWEEP_EVERY) {
             shard.retain(|_, ch| {
-                !ch.subscribers.is_empty() || ch.cache.as_ref().is_some_and(Cached::fresh)
+                !ch.subscribers.is_empty()
+                    || !ch.waiting.is_empty()
+                    || ch.cache.as_ref().is_some_and(Cached::fresh)
             });
         }
         sent
@@ -370,6 +438,29 @@ fn shared_key(shard: &Shard, channel: &str) -> Arc<str> {
         Some((key, _)) => key.clone(),
         None => Arc::from(channel),
     }
+}
+
+/// Adds a non-presence subscriber and queues its `subscription_succeeded`, then, on a cache
+/// channel, the cached event or `pusher:cache_miss`. Returns whether it was new.
+fn join(ch: &mut Channel, channel: &str, conn: ConnId, outbox: &Arc<Outbox>, cache: bool) -> bool {
+    let mut added = false;
+    ch.subscribers.entry(conn).or_insert_with(|| {
+        added = true;
+        Subscriber {
+            outbox: outbox.clone(),
+            user_id: None,
+        }
+    });
+    outbox.push(
+        Event::new("pusher_internal:subscription_succeeded")
+            .channel(channel)
+            .text("{}")
+            .to_frame(),
+    );
+    if cache {
+        send_cached(ch, channel, outbox);
+    }
+    added
 }
 
 fn push_all(ch: &Channel, frame: &Bytes, except: Option<ConnId>) -> usize {
@@ -527,7 +618,7 @@ mod tests {
 
     #[tokio::test]
     async fn subscription_counts_are_coalesced() {
-        let r = Registry::new(true);
+        let r = Registry::new(true, None);
         let (a, b, c) = (outbox(), outbox(), outbox());
         r.subscribe("ch", 1, &a, false);
         let got = drained_texts(&a).await;

@@ -51,6 +51,8 @@ struct Prepared<'a> {
     data: &'a RawValue,
     channels: Vec<Cow<'a, str>>,
     except: Option<ConnId>,
+    /// The excluded socket as posted, for the other nodes (it may be one of theirs).
+    except_id: Option<Cow<'a, str>>,
     info: Option<Info>,
 }
 
@@ -226,11 +228,11 @@ fn prepare<'a>(
             ));
         }
     }
-    let except = match body.socket_id {
+    let except = match &body.socket_id {
         None => None,
         Some(text) => {
             let id =
-                SocketId::parse(&text).ok_or_else(|| bad(format!("Invalid socket_id {text:?}")))?;
+                SocketId::parse(text).ok_or_else(|| bad(format!("Invalid socket_id {text:?}")))?;
             socket_ids.local_conn(&id)
         }
     };
@@ -250,6 +252,7 @@ fn prepare<'a>(
         data,
         channels,
         except,
+        except_id: body.socket_id,
         info,
     })
 }
@@ -277,6 +280,9 @@ fn publish(app: &App, event: &Prepared<'_>) {
             }
             _ => {
                 app.registry.publish(ch, &frame, event.except);
+                if let Some(cluster) = &app.cluster {
+                    cluster.publish(ch, event.except_id.as_deref(), &frame);
+                }
             }
         }
     }

@@ -35,6 +35,8 @@ use tokio::sync::{mpsc, watch};
 use crate::apps::{App, AppStore};
 use crate::channels::CloseRequest;
 use crate::channels::registry::COUNT_INTERVAL;
+use crate::cluster::Cluster;
+use crate::cluster::link::{self, LinkContext};
 use crate::config::{Config, ServerSettings};
 use crate::http_api;
 use crate::protocol::codes;
@@ -84,6 +86,13 @@ pub async fn serve(
     let (tracker, mut all_done) = mpsc::channel::<()>(1);
     let grace = config.server.shutdown_timeout;
     let (max_http, max_websockets) = descriptor_budget(config.server.max_http_connections);
+    let socket_node = rand::random::<u32>() % 1_000_000_000;
+    let cluster = config
+        .cluster
+        .redis_url
+        .as_deref()
+        .map(|url| Cluster::new(&config.cluster, url));
+    let apps = AppStore::in_cluster(&config.apps, cluster.as_ref().map(|(c, _)| c));
     let ctx = Arc::new(ServerContext {
         http_phase: HttpPhase::new(max_http),
         client_ips: ClientIps::new(
@@ -91,8 +100,8 @@ pub async fn serve(
             config.server.trusted_proxies.clone(),
         ),
         max_websockets,
-        apps: AppStore::new(&config.apps),
-        socket_ids: SocketIds::new(rand::random::<u32>() % 1_000_000_000),
+        apps: apps.clone(),
+        socket_ids: SocketIds::new(socket_node),
         live: Arc::default(),
         connection_settings: Arc::new(ConnectionSettings {
             keepalive: KeepaliveSettings {
@@ -107,6 +116,15 @@ pub async fn serve(
         shutdown: stop_rx,
         tracker,
     });
+
+    if let Some((cluster, outgoing)) = cluster {
+        let link = LinkContext {
+            cluster,
+            apps,
+            socket_node,
+        };
+        tokio::spawn(link::run(link, outgoing, ctx.shutdown.clone()));
+    }
 
     for app in ctx
         .apps

@@ -27,70 +27,59 @@ pub const MAX_USER_ID_LEN: usize = 128;
 const CLIENT_EVENTS_DISABLED: &str =
     "To send client events, you must enable this feature in the Settings page of your dashboard.";
 
-/// Fixed one-second window counting client events.
+/// Fixed one-second windows pacing a connection: client events, and subscribe messages.
+///
+/// Subscribes get an allowance rather than a count: it starts as deep as the subscription cap
+/// (pusher-js resubscribes every channel at once after a reconnect) and each new window
+/// brings it back up to `subscriptions_per_second`. Both share one clock, which keeps every
+/// connection 8 bytes smaller than a bucket of its own would.
 #[derive(Debug)]
 struct RateWindow {
     started: Instant,
     count: u32,
+    subscribe_allowance: u32,
 }
 
 impl RateWindow {
-    fn allow(&mut self, per_second: u32) -> bool {
-        if per_second == 0 {
-            return true;
+    fn new(subscribe_burst: u32) -> Self {
+        RateWindow {
+            started: Instant::now(),
+            count: 0,
+            subscribe_allowance: subscribe_burst,
         }
+    }
+
+    /// Starts a new window when the current one is over.
+    fn roll(&mut self, subscribes_per_second: u32) {
         let now = Instant::now();
         if now.duration_since(self.started) >= Duration::from_secs(1) {
             self.started = now;
             self.count = 0;
-        }
-        self.count += 1;
-        self.count <= per_second
-    }
-}
-
-/// Subscribe messages a connection may send: a token bucket as deep as the subscription cap
-/// (pusher-js resubscribes every channel at once after a reconnect), refilled at the app's
-/// `subscriptions_per_second`. Eight bytes, on every connection: the clock is a process-wide
-/// millisecond count (it wraps after 49 days, which at worst delays a refill).
-#[derive(Debug)]
-struct SubscribeBudget {
-    tokens: u32,
-    refilled_ms: u32,
-}
-
-fn clock_ms() -> u32 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u32
-}
-
-impl SubscribeBudget {
-    fn new(depth: u32) -> Self {
-        SubscribeBudget {
-            tokens: depth,
-            refilled_ms: clock_ms(),
+            self.subscribe_allowance = self.subscribe_allowance.max(subscribes_per_second);
         }
     }
 
-    /// Takes a token; false when none is left. `per_second` 0 means unlimited.
-    fn take(&mut self, depth: u32, per_second: u32) -> bool {
+    /// One more client event; false past `per_second` (0: unlimited).
+    fn allow(&mut self, per_second: u32, subscribes_per_second: u32) -> bool {
         if per_second == 0 {
             return true;
         }
-        let now = clock_ms();
-        let elapsed = now.wrapping_sub(self.refilled_ms) as u64;
-        let earned = elapsed * per_second as u64 / 1000;
-        if earned > 0 {
-            self.tokens = (self.tokens as u64 + earned).min(depth as u64) as u32;
-            // Keep the remainder: ten calls 50 ms apart at 20/s earn one token each.
-            self.refilled_ms = self
-                .refilled_ms
-                .wrapping_add((earned * 1000 / per_second as u64) as u32);
+        self.roll(subscribes_per_second);
+        self.count += 1;
+        self.count <= per_second
+    }
+
+    /// One more subscribe message; false once the allowance is spent (`per_second` 0:
+    /// unlimited).
+    fn allow_subscribe(&mut self, per_second: u32) -> bool {
+        if per_second == 0 {
+            return true;
         }
-        if self.tokens == 0 {
+        self.roll(per_second);
+        if self.subscribe_allowance == 0 {
             return false;
         }
-        self.tokens -= 1;
+        self.subscribe_allowance -= 1;
         true
     }
 }
@@ -130,7 +119,6 @@ pub struct Session {
     /// Keyed by the registry's own copy of each channel name.
     subscriptions: HashMap<Arc<str>, Held>,
     rate: RateWindow,
-    subscribe_budget: SubscribeBudget,
     /// Boxed: most connections never sign in, and this keeps their session small.
     user: Option<Box<SignedIn>>,
     /// Signed in, or subscribed to a private or presence channel: what an app that requires
@@ -194,11 +182,7 @@ impl Session {
             socket_id,
             outbox,
             subscriptions: HashMap::new(),
-            rate: RateWindow {
-                started: Instant::now(),
-                count: 0,
-            },
-            subscribe_budget: SubscribeBudget::new(depth),
+            rate: RateWindow::new(depth),
             user: None,
             authorized: false,
         }
@@ -270,10 +254,7 @@ impl Session {
     fn try_subscribe(&mut self, s: &Subscribe) -> Result<(), Refusal> {
         let name = s.channel.as_str();
         let cfg = &self.app.config;
-        if !self
-            .subscribe_budget
-            .take(subscribe_depth(&self.app), cfg.subscriptions_per_second)
-        {
+        if !self.rate.allow_subscribe(cfg.subscriptions_per_second) {
             return Err(Refusal {
                 kind: "LimitReached",
                 status: 429,
@@ -579,7 +560,10 @@ impl Session {
             );
         }
         let user_id = held.user_id.clone();
-        if !self.rate.allow(cfg.client_events_per_second) {
+        if !self
+            .rate
+            .allow(cfg.client_events_per_second, cfg.subscriptions_per_second)
+        {
             return self.error(
                 Some(codes::CLIENT_EVENT_RATE_LIMIT),
                 &format!(
@@ -596,6 +580,9 @@ impl Session {
         self.app
             .registry
             .publish(channel, &frame, Some(self.socket_id.conn));
+        if let Some(cluster) = &self.app.cluster {
+            cluster.publish(channel, Some(&self.socket_id.to_string()), &frame);
+        }
     }
 
     /// Leaves every channel and signs out; called once when the connection ends.

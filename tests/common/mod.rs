@@ -8,6 +8,8 @@
 //! watched for [`QUIET`]. Each test file uses a different subset of these helpers.
 #![allow(dead_code)] // each test binary compiles this module and uses only part of it
 
+pub mod redis_server;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

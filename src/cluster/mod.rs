@@ -1,0 +1,146 @@
+//! Several Crier nodes joined through Redis, so that a publish on any node reaches the
+//! subscribers on every node.
+//!
+//! Routing follows interest: each occupied channel of a node is one Redis pub/sub channel,
+//! `{prefix}:{app_id}:{channel}`, subscribed on the node's first local subscriber and dropped
+//! after its last ([`interest`]). A publish is delivered to the node's own subscribers
+//! directly (no Redis on the local path, and it survives Redis's loss), encoded once, and
+//! published once to Redis as `{origin, excluded socket, frame}` ([`wire`]); a receiving node
+//! pushes the frame's bytes to its subscribers without decoding the event. Redis traffic per
+//! publish therefore grows with the interested nodes, not with the cluster, and never with
+//! subscribers.
+//!
+//! Ordering: every publish of a node goes out on one Redis connection, in order, and Redis
+//! delivers a channel's messages to each subscriber in that order.
+//!
+//! When Redis is away ([`link`]) the node goes on serving its own clients; cross-node
+//! messages are dropped and counted (the queue to Redis is bounded), the log says so once,
+//! and on reconnect the node subscribes again to every channel it has subscribers on.
+
+pub mod interest;
+pub mod link;
+pub mod wire;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::config::ClusterSettings;
+use interest::Interest;
+
+/// Publishes waiting for the Redis connection; past it they are dropped (and counted).
+pub const PUBLISH_QUEUE: usize = 16 * 1024;
+
+/// One publish on its way to Redis.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub key: String,
+    pub payload: Bytes,
+}
+
+/// This node's handle on the cluster, shared by the registries and the HTTP API.
+#[derive(Debug)]
+pub struct Cluster {
+    pub node_id: Arc<str>,
+    pub prefix: String,
+    pub redis_url: String,
+    pub interest: Interest,
+    outgoing: mpsc::Sender<Outgoing>,
+    /// Cross-node messages lost while Redis was away or the queue was full.
+    pub dropped: AtomicU64,
+}
+
+impl Cluster {
+    /// The handle, and the receiving end of its publish queue for [`link::run`].
+    pub fn new(
+        settings: &ClusterSettings,
+        redis_url: &str,
+    ) -> (Arc<Cluster>, mpsc::Receiver<Outgoing>) {
+        let node_id: Arc<str> = match &settings.node_id {
+            Some(id) => Arc::from(id.as_str()),
+            None => Arc::from(format!("node-{:08x}", rand::random::<u32>())),
+        };
+        let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+        let cluster = Arc::new(Cluster {
+            node_id,
+            prefix: settings.prefix.clone(),
+            redis_url: redis_url.to_string(),
+            interest: Interest::default(),
+            outgoing: tx,
+            dropped: AtomicU64::new(0),
+        });
+        (cluster, rx)
+    }
+
+    /// The Redis channel of an app's channel.
+    pub fn key(&self, app_id: &str, channel: &str) -> String {
+        format!("{}:{app_id}:{channel}", self.prefix)
+    }
+
+    /// The app id and channel a Redis channel of this cluster stands for.
+    pub fn parse_key<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix(':')?
+            .split_once(':')
+    }
+
+    /// Sends a publish that was delivered locally to the other nodes. Never waits: a full
+    /// queue (Redis away or too slow) drops the message and counts it.
+    pub fn publish(&self, app_id: &str, channel: &str, except: Option<&str>, frame: &Bytes) {
+        let outgoing = Outgoing {
+            key: self.key(app_id, channel),
+            payload: wire::encode(&self.node_id, except, frame),
+        };
+        if self.outgoing.try_send(outgoing).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What a registry needs to tell the cluster about its channels.
+#[derive(Debug, Clone)]
+pub struct ClusterChannels {
+    pub cluster: Arc<Cluster>,
+    pub app_id: Arc<str>,
+}
+
+impl ClusterChannels {
+    /// First local subscriber; true when it may be acknowledged at once.
+    pub fn want(&self, channel: &str) -> bool {
+        self.cluster
+            .interest
+            .want(&self.cluster.key(&self.app_id, channel))
+    }
+
+    /// Last local subscriber gone.
+    pub fn unwant(&self, channel: &str) {
+        self.cluster
+            .interest
+            .unwant(&self.cluster.key(&self.app_id, channel));
+    }
+
+    pub fn publish(&self, channel: &str, except: Option<&str>, frame: &Bytes) {
+        self.cluster.publish(&self.app_id, channel, except, frame);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_the_prefix() {
+        let settings = ClusterSettings {
+            prefix: "crier:test".into(),
+            ..ClusterSettings::default()
+        };
+        let (cluster, _rx) = Cluster::new(&settings, "redis://127.0.0.1:1");
+        let key = cluster.key("app-1", "presence-room:1");
+        assert_eq!(key, "crier:test:app-1:presence-room:1");
+        assert_eq!(cluster.parse_key(&key), Some(("app-1", "presence-room:1")));
+        assert_eq!(cluster.parse_key("other:app-1:x"), None);
+        assert!(cluster.node_id.starts_with("node-"));
+    }
+}
