@@ -243,3 +243,235 @@ async fn without_redis_nodes_serve_their_own_clients_and_recover_when_it_returns
     b.api().publish(&channel, "back", "b").await;
     expect_event(&mut on_a, &channel, "back", "b").await;
 }
+
+/// The user ids in a `subscription_succeeded` data's presence hash, sorted.
+fn member_ids(data: &serde_json::Value) -> Vec<String> {
+    let mut ids: Vec<String> = data["presence"]["hash"]
+        .as_object()
+        .map(|h| h.keys().cloned().collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+async fn expect_member_event(client: &mut Client, channel: &str, event: &str, user: &str) {
+    let frame = client.recv_json().await;
+    assert_eq!(frame["event"], event, "{frame}");
+    assert_eq!(frame["channel"], channel, "{frame}");
+    assert_eq!(data_json(&frame)["user_id"], user, "{frame}");
+}
+
+#[tokio::test]
+async fn presence_members_are_counted_across_the_cluster() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "p1", "a").await;
+    let b = node(&redis, "p1", "b").await;
+    let c = node(&redis, "p1", "c").await;
+    let channel = fresh_channel("presence-room-");
+    let mut ann = a.client().await;
+    let joined = ann
+        .subscribe_presence(&channel, "ann", json!({"name": "Ann"}))
+        .await;
+    assert_eq!(member_ids(&joined), ["ann"]);
+
+    // Bob's first socket, on another node: Ann is told, Bob gets both.
+    let mut bob = b.client().await;
+    let joined = bob
+        .subscribe_presence(&channel, "bob", json!({"name": "Bob"}))
+        .await;
+    assert_eq!(member_ids(&joined), ["ann", "bob"]);
+    assert_eq!(joined["presence"]["hash"]["ann"]["name"], "Ann");
+    let added = ann.recv_json().await;
+    assert_eq!(added["event"], "pusher_internal:member_added", "{added}");
+    assert_eq!(
+        data_json(&added),
+        json!({"user_id": "bob", "user_info": {"name": "Bob"}})
+    );
+
+    // Bob's second socket, on a third node: nobody is told again.
+    let mut bob_again = c.client().await;
+    let joined = bob_again
+        .subscribe_presence(&channel, "bob", json!({"name": "Bob"}))
+        .await;
+    assert_eq!(member_ids(&joined), ["ann", "bob"]);
+    ann.expect_no_message(QUIET).await;
+    bob.expect_no_message(QUIET).await;
+
+    // Bob leaves only when his last socket anywhere goes.
+    drop(bob);
+    ann.expect_no_message(QUIET).await;
+    drop(bob_again);
+    expect_member_event(&mut ann, &channel, "pusher_internal:member_removed", "bob").await;
+    ann.expect_no_message(QUIET).await;
+}
+
+#[tokio::test]
+async fn the_presence_member_limit_holds_across_the_cluster() {
+    let redis = RedisServer::start();
+    let mut config = test_config();
+    config.cluster.redis_url = Some(redis.url());
+    config.cluster.prefix = "p2".into();
+    config.apps[0].max_presence_members = 2;
+    let a = Server::start(config.clone()).await;
+    let b = Server::start(config).await;
+    let channel = fresh_channel("presence-full-");
+    let mut one = a.client().await;
+    one.subscribe_presence(&channel, "1", json!({})).await;
+    let mut two = b.client().await;
+    two.subscribe_presence(&channel, "2", json!({})).await;
+    let mut three = a.client().await;
+    let data = presence_data("3", json!({}));
+    let auth = three.auth(&channel, Some(&data));
+    three.send_subscribe(&channel, &auth, Some(&data)).await;
+    let error = three.expect_subscription_error(&channel, 403).await;
+    assert_eq!(error["type"], "LimitReached", "{error}");
+    // Another socket of a member still gets in.
+    let mut two_again = a.client().await;
+    two_again.subscribe_presence(&channel, "2", json!({})).await;
+}
+
+/// A node as its own process, so that it can be killed like a crashed machine.
+struct NodeProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl NodeProcess {
+    fn start(redis: &RedisServer, prefix: &str, name: &str) -> NodeProcess {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_crier"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CRIER_") {
+                cmd.env_remove(key);
+            }
+        }
+        let mut child = cmd
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args([
+                "--redis-url",
+                &redis.url(),
+                "--redis-prefix",
+                prefix,
+                "--node-id",
+                name,
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a crier node");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        NodeProcess { child, addr }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_s_members_are_removed_within_five_seconds_exactly_once() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "p3", "a").await;
+    let doomed = NodeProcess::start(&redis, "p3", "doomed");
+    let channel = fresh_channel("presence-crash-");
+    let mut ann = a.client().await;
+    ann.subscribe_presence(&channel, "ann", json!({})).await;
+    // Carl on the doomed node only; Dana on both nodes.
+    let mut carl = Client::connect(doomed.addr).await;
+    carl.subscribe_presence(&channel, "carl", json!({})).await;
+    expect_member_event(&mut ann, &channel, "pusher_internal:member_added", "carl").await;
+    let mut dana_doomed = Client::connect(doomed.addr).await;
+    dana_doomed
+        .subscribe_presence(&channel, "dana", json!({}))
+        .await;
+    expect_member_event(&mut ann, &channel, "pusher_internal:member_added", "dana").await;
+    let mut dana = a.client().await;
+    dana.subscribe_presence(&channel, "dana", json!({})).await;
+
+    doomed.signal("-KILL");
+    let killed = Instant::now();
+    expect_member_event(&mut ann, &channel, "pusher_internal:member_removed", "carl").await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "removed after {:?}",
+        killed.elapsed()
+    );
+    // Dana still has a socket on node a: she stays, and nothing else is announced.
+    ann.expect_no_message(Duration::from_secs(2)).await;
+    let mut late = a.client().await;
+    let joined = late.subscribe_presence(&channel, "eve", json!({})).await;
+    assert_eq!(member_ids(&joined), ["ann", "dana", "eve"]);
+}
+
+#[tokio::test]
+async fn a_node_stopped_with_sigterm_removes_its_members_at_once() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "p4", "a").await;
+    let leaving = NodeProcess::start(&redis, "p4", "leaving");
+    let channel = fresh_channel("presence-deploy-");
+    let mut ann = a.client().await;
+    ann.subscribe_presence(&channel, "ann", json!({})).await;
+    let mut carl = Client::connect(leaving.addr).await;
+    carl.subscribe_presence(&channel, "carl", json!({})).await;
+    expect_member_event(&mut ann, &channel, "pusher_internal:member_added", "carl").await;
+    leaving.signal("-TERM");
+    let stopped = Instant::now();
+    expect_member_event(&mut ann, &channel, "pusher_internal:member_removed", "carl").await;
+    assert!(
+        stopped.elapsed() < Duration::from_millis(1500),
+        "removed after {:?}, not at once",
+        stopped.elapsed()
+    );
+    ann.expect_no_message(QUIET).await;
+}
+
+#[tokio::test]
+async fn presence_is_whole_again_after_redis_restarts_empty() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis, "p5", "a").await;
+    let b = node(&redis, "p5", "b").await;
+    let channel = fresh_channel("presence-restart-");
+    let mut ann = a.client().await;
+    ann.subscribe_presence(&channel, "ann", json!({})).await;
+    let mut bob = b.client().await;
+    bob.subscribe_presence(&channel, "bob", json!({})).await;
+    expect_member_event(&mut ann, &channel, "pusher_internal:member_added", "bob").await;
+
+    redis.restart();
+    // Every node asserts its users anew: a newcomer anywhere sees both, without a restart.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut probe = a.client().await;
+        let joined = probe.subscribe_presence(&channel, "probe", json!({})).await;
+        if member_ids(&joined) == ["ann", "bob", "probe"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member list never came back: {joined}"
+        );
+        drop(probe);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -5,6 +5,7 @@
 pub mod outbox;
 pub mod presence;
 pub mod registry;
+pub(crate) mod replica;
 pub mod users;
 
 pub use outbox::{CloseRequest, Outbox};

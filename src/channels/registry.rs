@@ -27,7 +27,10 @@ use parking_lot::{Mutex, RwLock};
 
 use super::outbox::Outbox;
 use super::presence::{self, Member, Members};
+use super::replica::{Applied, Replica, WaitingMember};
 use crate::cluster::ClusterChannels;
+use crate::cluster::wire::MemberEvent;
+use crate::protocol::encode;
 use crate::protocol::encode::Event;
 use crate::protocol::socket_id::ConnId;
 
@@ -67,7 +70,10 @@ struct Channel {
     /// node hears the channel's Redis channel; none do once `heard`.
     waiting: Vec<Waiting>,
     heard: bool,
+    /// Presence: this node's sockets per user (on a single node, the member list itself).
     members: Option<Members>,
+    /// Presence in a cluster: the cluster-wide member list, kept from Redis.
+    replica: Option<Box<Replica>>,
     cache: Option<Cached>,
     count_sent: Option<Instant>,
     count_pending: bool,
@@ -217,15 +223,19 @@ impl Registry {
         max_members: usize,
         cache: bool,
     ) -> PresenceJoin {
+        if self.cluster.is_some() {
+            return self.subscribe_presence_clustered(
+                channel,
+                conn,
+                outbox,
+                member,
+                max_members,
+                cache,
+            );
+        }
         let mut shard = self.shard(channel).write();
         let key = shared_key(&shard, channel);
         let ch = shard.entry(key.clone()).or_default();
-        if !ch.subscribers.contains_key(&conn) {
-            // Presence is still node-local in a cluster: the node listens for the channel's
-            // events (client events, API publishes) but does not hold the acknowledgement.
-            self.first_local(ch, channel);
-            ch.heard = true;
-        }
         let members = ch.members.get_or_insert_with(Members::default);
         if !ch.subscribers.contains_key(&conn) {
             if !members.contains(&member.user_id) && members.count() >= max_members {
@@ -276,6 +286,9 @@ impl Registry {
         let Some(ch) = shard.get_mut(channel) else {
             return;
         };
+        if ch.replica.is_some() {
+            return self.unsubscribe_clustered(&mut shard, channel, conn);
+        }
         let Some(sub) = ch.subscribers.remove(&conn) else {
             let before = ch.waiting.len();
             ch.waiting.retain(|w| w.conn != conn);
@@ -307,6 +320,290 @@ impl Registry {
         } else if self.subscription_counts {
             self.count_changed(ch, channel);
         }
+    }
+
+    /// A presence subscription in a cluster: the socket waits until the replica is ready and
+    /// lists its user; a user's first socket on this node registers it in Redis, whose script
+    /// decides `member_added` (or refuses a full channel) for the whole cluster.
+    fn subscribe_presence_clustered(
+        &self,
+        channel: &str,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+        member: &Member,
+        max_members: usize,
+        cache: bool,
+    ) -> PresenceJoin {
+        let Some(cluster) = &self.cluster else {
+            return PresenceJoin::Full { limit: 0 };
+        };
+        let down = cluster.is_down();
+        let mut shard = self.shard(channel).write();
+        let key = shared_key(&shard, channel);
+        let ch = shard.entry(key.clone()).or_default();
+        let replica = ch.replica.get_or_insert_with(Box::default);
+        if let Some(sub) = ch.subscribers.get(&conn) {
+            // Already a member through this socket: confirm again, announce nothing.
+            let frame = succeeded_frame(channel, &replica.snapshot_json());
+            sub.outbox.push(frame);
+            return PresenceJoin::Joined(key);
+        }
+        if replica.waiting.iter().any(|w| w.conn == conn) {
+            return PresenceJoin::Joined(key);
+        }
+        let first_on_node =
+            ch.subscribers.is_empty() && ch.waiting.is_empty() && replica.waiting.is_empty();
+        if down {
+            // Redis is away: decide from this node's replica, and tell Redis when it is back.
+            if !replica.members.contains_key(&member.user_id)
+                && replica.members.len() >= max_members
+            {
+                if first_on_node && ch.cache.is_none() {
+                    shard.remove(channel);
+                }
+                return PresenceJoin::Full { limit: max_members };
+            }
+            if replica.version.is_none() {
+                replica.version = Some(0);
+            }
+        }
+        if first_on_node {
+            ch.heard = cluster.want(channel);
+        }
+        let replica = ch.replica.get_or_insert_with(Box::default);
+        let local = ch.members.get_or_insert_with(Members::default);
+        if local.join(member) {
+            let info = member
+                .info
+                .as_ref()
+                .map(|i| i.get().to_string())
+                .unwrap_or_default();
+            if down {
+                if replica.change(true, &member.user_id, &info) == Applied::Added {
+                    push_member_event(ch, channel, true, &member.user_id, member.info.as_deref());
+                }
+            } else {
+                cluster.presence_join(channel, &member.user_id, info, max_members);
+            }
+        }
+        if let Some(replica) = ch.replica.as_mut() {
+            replica.waiting.push(WaitingMember {
+                conn,
+                outbox: outbox.clone(),
+                member: member.clone(),
+                cache,
+            });
+        }
+        release_members(ch, channel);
+        PresenceJoin::Joined(key)
+    }
+
+    fn unsubscribe_clustered(&self, shard: &mut Shard, channel: &str, conn: ConnId) {
+        let Some(ch) = shard.get_mut(channel) else {
+            return;
+        };
+        let user = match ch.subscribers.remove(&conn) {
+            Some(sub) => sub.user_id,
+            None => {
+                let Some(replica) = ch.replica.as_mut() else {
+                    return;
+                };
+                let Some(at) = replica.waiting.iter().position(|w| w.conn == conn) else {
+                    return;
+                };
+                Some(replica.waiting.remove(at).member.user_id)
+            }
+        };
+        if let Some(user) = user {
+            self.leave_local(ch, channel, &user);
+        }
+        let empty = ch.subscribers.is_empty()
+            && ch.waiting.is_empty()
+            && ch.replica.as_ref().is_none_or(|r| r.waiting.is_empty());
+        if empty {
+            self.maybe_last_local(ch, channel);
+            if !ch.cache.as_ref().is_some_and(Cached::fresh) {
+                shard.remove(channel);
+            }
+        }
+    }
+
+    /// One socket of `user` left this node's presence channel; its last one leaves the
+    /// cluster through Redis (or, with Redis away, the replica directly).
+    fn leave_local(&self, ch: &mut Channel, channel: &str, user: &Arc<str>) {
+        let last = ch.members.as_mut().is_some_and(|m| m.leave(user));
+        if !last {
+            return;
+        }
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if cluster.is_down() {
+            if let Some(replica) = ch.replica.as_mut()
+                && replica.change(false, user, "") == Applied::Removed
+            {
+                push_member_event(ch, channel, false, user, None);
+            }
+        } else {
+            cluster.presence_leave(channel, user);
+        }
+    }
+
+    /// A member event heard from Redis.
+    pub fn apply_member_event(&self, channel: &str, event: MemberEvent) {
+        let mut shard = self.shard(channel).write();
+        let Some(ch) = shard.get_mut(channel) else {
+            return;
+        };
+        let Some(replica) = ch.replica.as_mut() else {
+            return;
+        };
+        let user: Arc<str> = Arc::from(event.user_id.as_str());
+        match replica.apply(event) {
+            Applied::Nothing => {}
+            Applied::Added => {
+                let info = replica.info(&user);
+                push_member_event(ch, channel, true, &user, info.as_deref());
+            }
+            Applied::Removed => push_member_event(ch, channel, false, &user, None),
+        }
+        release_members(ch, channel);
+    }
+
+    /// The member list read from Redis at `version`: readies the replica, or, after a
+    /// reconnect, brings it up to date and tells local subscribers what changed.
+    pub fn install_members(&self, channel: &str, version: u64, members: Vec<(String, String)>) {
+        let mut shard = self.shard(channel).write();
+        let Some(ch) = shard.get_mut(channel) else {
+            return;
+        };
+        let Some(replica) = ch.replica.as_mut() else {
+            return;
+        };
+        let (added, removed) = replica.install(version, members);
+        let infos: Vec<_> = added.iter().map(|u| (u.clone(), replica.info(u))).collect();
+        for (user, info) in infos {
+            push_member_event(ch, channel, true, &user, info.as_deref());
+        }
+        for user in removed {
+            push_member_event(ch, channel, false, &user, None);
+        }
+        release_members(ch, channel);
+    }
+
+    /// Redis refused `user` (the channel is full cluster-wide): its waiting sockets get a
+    /// `subscription_error`.
+    pub fn refuse_member(&self, channel: &str, user: &str, limit: usize) {
+        let mut shard = self.shard(channel).write();
+        let Some(ch) = shard.get_mut(channel) else {
+            return;
+        };
+        let Some(replica) = ch.replica.as_mut() else {
+            return;
+        };
+        let (refused, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut replica.waiting)
+            .into_iter()
+            .partition(|w| &*w.member.user_id == user);
+        replica.waiting = kept;
+        let frame = encode::subscription_error_frame(
+            channel,
+            "LimitReached",
+            &format!("The presence channel {channel} already has the maximum of {limit} members"),
+            403,
+        );
+        for w in &refused {
+            w.outbox.push(frame.clone());
+            if let Some(local) = ch.members.as_mut() {
+                local.leave(&w.member.user_id);
+            }
+        }
+        let empty = ch.subscribers.is_empty()
+            && ch.waiting.is_empty()
+            && ch.replica.as_ref().is_none_or(|r| r.waiting.is_empty());
+        if empty {
+            self.maybe_last_local(ch, channel);
+            if !ch.cache.as_ref().is_some_and(Cached::fresh) {
+                shard.remove(channel);
+            }
+        }
+    }
+
+    /// Redis went away: every presence socket still waiting joins from this node's replica.
+    pub fn release_presence_waiting(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.write();
+            let names: Vec<Arc<str>> = shard
+                .iter()
+                .filter(|(_, ch)| {
+                    ch.replica
+                        .as_ref()
+                        .is_some_and(|r| !r.waiting.is_empty() || !r.is_ready())
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in names {
+                let Some(ch) = shard.get_mut(&name) else {
+                    continue;
+                };
+                let Some(replica) = ch.replica.as_mut() else {
+                    continue;
+                };
+                if replica.version.is_none() {
+                    replica.version = Some(0);
+                }
+                let users: Vec<Member> = replica.waiting.iter().map(|w| w.member.clone()).collect();
+                for member in users {
+                    let info = member
+                        .info
+                        .as_ref()
+                        .map(|i| i.get().to_string())
+                        .unwrap_or_default();
+                    let Some(replica) = ch.replica.as_mut() else {
+                        break;
+                    };
+                    if replica.change(true, &member.user_id, &info) == Applied::Added {
+                        push_member_event(ch, &name, true, &member.user_id, member.info.as_deref());
+                    }
+                }
+                release_members(ch, &name);
+            }
+        }
+    }
+
+    /// This node's presence users per channel, for asserting them anew in Redis.
+    pub fn local_presence(&self) -> Vec<(Arc<str>, Vec<Member>)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            for (name, ch) in shard.iter() {
+                if ch.replica.is_none() {
+                    continue;
+                }
+                let Some(local) = ch.members.as_ref() else {
+                    continue;
+                };
+                let ids = local.user_ids();
+                let members = ids
+                    .into_iter()
+                    .map(|id| {
+                        let info = ch.replica.as_ref().and_then(|r| {
+                            r.info(&id).or_else(|| {
+                                r.waiting
+                                    .iter()
+                                    .find(|w| *w.member.user_id == *id)
+                                    .and_then(|w| w.member.info.clone())
+                            })
+                        });
+                        Member {
+                            user_id: Arc::from(id.as_str()),
+                            info,
+                        }
+                    })
+                    .collect();
+                out.push((name.clone(), members));
+            }
+        }
+        out
     }
 
     /// Pushes `frame` to every subscriber of `channel` but `except`; returns how many got it.
@@ -461,6 +758,70 @@ fn join(ch: &mut Channel, channel: &str, conn: ConnId, outbox: &Arc<Outbox>, cac
         send_cached(ch, channel, outbox);
     }
     added
+}
+
+fn succeeded_frame(channel: &str, data: &str) -> Bytes {
+    Event::new("pusher_internal:subscription_succeeded")
+        .channel(channel)
+        .text(data)
+        .to_frame()
+}
+
+/// `member_added` or `member_removed` to every subscriber of the channel on this node.
+fn push_member_event(
+    ch: &Channel,
+    channel: &str,
+    added: bool,
+    user: &str,
+    info: Option<&serde_json::value::RawValue>,
+) {
+    let frame = if added {
+        let json = presence::member_added_json(&Member {
+            user_id: Arc::from(user),
+            info: info.map(|i| Arc::from(i.to_owned())),
+        });
+        Event::new("pusher_internal:member_added")
+            .channel(channel)
+            .text(&json)
+            .to_frame()
+    } else {
+        Event::new("pusher_internal:member_removed")
+            .channel(channel)
+            .text(&presence::member_removed_json(user))
+            .to_frame()
+    };
+    push_all(ch, &frame, None);
+}
+
+/// Acknowledges the waiting presence sockets whose user the ready replica now lists.
+fn release_members(ch: &mut Channel, channel: &str) {
+    let Some(replica) = ch.replica.as_mut() else {
+        return;
+    };
+    if !replica.is_ready() || replica.waiting.is_empty() {
+        return;
+    }
+    let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut replica.waiting)
+        .into_iter()
+        .partition(|w| replica.members.contains_key(&w.member.user_id));
+    replica.waiting = waiting;
+    if ready.is_empty() {
+        return;
+    }
+    let frame = succeeded_frame(channel, &replica.snapshot_json());
+    for w in ready {
+        ch.subscribers.insert(
+            w.conn,
+            Subscriber {
+                outbox: w.outbox.clone(),
+                user_id: Some(w.member.user_id.clone()),
+            },
+        );
+        w.outbox.push(frame.clone());
+        if w.cache {
+            send_cached(ch, channel, &w.outbox);
+        }
+    }
 }
 
 fn push_all(ch: &Channel, frame: &Bytes, except: Option<ConnId>) -> usize {

@@ -65,6 +65,10 @@ impl Interest {
         false
     }
 
+    pub fn is_down(&self) -> bool {
+        self.state.lock().down
+    }
+
     /// The node's last local subscriber on `key` is gone.
     pub fn unwant(&self, key: &str) {
         let mut state = self.state.lock();

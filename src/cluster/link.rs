@@ -1,8 +1,14 @@
-//! The node's connection to Redis: one connection carries this node's publishes (in order),
-//! another its subscriptions and what arrives on them. When Redis goes away, the link says so
-//! once, keeps dropping (and counting) cross-node publishes so nothing queues up, retries with
-//! a growing pause, and on reconnect subscribes again to every channel the node has
-//! subscribers on. It never makes a client wait on Redis for longer than one subscribe.
+//! The node's connection to Redis: one multiplexed connection carries this node's publishes
+//! (in order), its presence scripts and its lease; another its subscriptions and what
+//! arrives on them. When Redis goes away, the link says so once, keeps dropping (and
+//! counting) cross-node messages so nothing queues up, retries with a growing pause, and on
+//! reconnect subscribes again to every channel the node has subscribers on and asserts its
+//! presence users anew. It never makes a client wait on Redis longer than one round trip,
+//! and never once Redis is known to be away.
+//!
+//! Leases: every second the node renews `P:node:N:alive` (3 s) and looks for nodes whose
+//! lease is gone; the first node to find one runs the cleanup script, which removes that
+//! node's presence users (announcing those it was the last node of) exactly once.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,10 +16,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use redis::Script;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, watch};
 
-use super::{Cluster, Outgoing, wire};
+use super::{Cluster, Outgoing, PresenceOp, Queues, scripts, wire};
 use crate::apps::AppStore;
 use crate::protocol::socket_id::SocketId;
 
@@ -25,6 +32,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const PUBLISH_BATCH: usize = 256;
 /// Channels subscribed to in one command when subscribing anew.
 const SUBSCRIBE_BATCH: usize = 512;
+/// A node's lease, and how often it is renewed (and other nodes' leases checked).
+pub const LEASE: Duration = Duration::from_secs(3);
+pub const LEASE_RENEW: Duration = Duration::from_secs(1);
 
 /// Everything the link needs besides the cluster handle.
 pub struct LinkContext {
@@ -34,12 +44,30 @@ pub struct LinkContext {
     pub socket_node: u32,
 }
 
-/// Runs the link until `stop` turns true.
-pub async fn run(
-    ctx: LinkContext,
-    mut outgoing: mpsc::Receiver<Outgoing>,
-    mut stop: watch::Receiver<bool>,
-) {
+struct Scripts {
+    join: Script,
+    leave: Script,
+    snapshot: Script,
+    cleanup: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            join: Script::new(scripts::JOIN),
+            leave: Script::new(scripts::LEAVE),
+            snapshot: Script::new(scripts::SNAPSHOT),
+            cleanup: Script::new(scripts::CLEANUP),
+        }
+    }
+}
+
+/// Runs the link until `stop` turns true, then removes this node's state from Redis.
+pub async fn run(ctx: LinkContext, queues: Queues, mut stop: watch::Receiver<bool>) {
+    let Queues {
+        mut outgoing,
+        mut presence,
+    } = queues;
     let cluster = ctx.cluster.clone();
     let client = match redis::Client::open(cluster.redis_url.as_str()) {
         Ok(c) => c,
@@ -51,8 +79,10 @@ pub async fn run(
             return;
         }
     };
+    let scripts = Scripts::new();
     let mut backoff = Duration::from_millis(100);
     let mut reported_down = false;
+    let mut first = true;
     loop {
         if *stop.borrow() {
             return;
@@ -76,14 +106,23 @@ pub async fn run(
                     );
                 }
                 reported_down = false;
-                let session = Session {
+                let mut session = Session {
                     ctx: &ctx,
+                    scripts: &scripts,
                     publisher,
                     sink,
                 };
-                tokio::select! {
-                    e = session.serve(stream, &mut outgoing) => e,
-                    _ = stop.wait_for(|s| *s) => return,
+                let served = tokio::select! {
+                    e = session.serve(stream, &mut outgoing, &mut presence, first) => Some(e),
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                first = false;
+                match served {
+                    Some(e) => e,
+                    None => {
+                        session.leave_cluster().await;
+                        return;
+                    }
                 }
             }
             Ok(Err(e)) => e.to_string(),
@@ -92,6 +131,9 @@ pub async fn run(
         for key in cluster.interest.disconnected() {
             confirm(&ctx, &key);
         }
+        for app in ctx.apps.all() {
+            app.registry.release_presence_waiting();
+        }
         if !reported_down {
             tracing::warn!(
                 "cluster: Redis at {} unreachable ({failure}); serving this node's clients only, cross-node messages are dropped until it is back",
@@ -99,7 +141,8 @@ pub async fn run(
             );
             reported_down = true;
         }
-        // Drop what is queued and what arrives while waiting, so nothing piles up.
+        // Drop what is queued and what arrives while waiting, so nothing piles up; presence
+        // is asserted as a whole on reconnect.
         let pause = tokio::time::sleep(backoff);
         tokio::pin!(pause);
         loop {
@@ -109,6 +152,7 @@ pub async fn run(
                     Some(_) => { cluster.dropped.fetch_add(1, Ordering::Relaxed); }
                     None => return,
                 },
+                op = presence.recv() => if op.is_none() { return },
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
@@ -127,61 +171,96 @@ async fn connect(
 /// One connected period of the link.
 struct Session<'a> {
     ctx: &'a LinkContext,
+    scripts: &'a Scripts,
     publisher: MultiplexedConnection,
     sink: PubSubSink,
 }
 
 impl Session<'_> {
+    fn prefix(&self) -> &str {
+        &self.ctx.cluster.prefix
+    }
+
+    fn node(&self) -> &str {
+        &self.ctx.cluster.node_id
+    }
+
     /// Serves until the connection fails; returns why.
     async fn serve(
-        mut self,
+        &mut self,
         mut stream: PubSubStream,
         outgoing: &mut mpsc::Receiver<Outgoing>,
+        presence: &mut mpsc::Receiver<PresenceOp>,
+        first: bool,
     ) -> String {
-        let cluster = &self.ctx.cluster;
-        // Subscribe anew to every channel with local subscribers, then acknowledge the ones
-        // that waited.
+        let cluster = self.ctx.cluster.clone();
+        if first {
+            // A node restarted under the same id leaves nothing behind from its last life.
+            if let Err(e) = self.cleanup(self.node().to_string(), true).await {
+                return e.to_string();
+            }
+        }
+        if let Err(e) = self.renew_lease().await {
+            return e.to_string();
+        }
+        // Subscribe anew to every channel with local subscribers, assert this node's presence
+        // users, then read the member lists and acknowledge the subscribers that waited.
         let all = cluster.interest.connected();
-        let mut subscribed = Ok(());
+        let mut ready = Ok(());
         for chunk in all.chunks(SUBSCRIBE_BATCH) {
             let names: Vec<&str> = chunk.iter().map(|c| &*c.key).collect();
-            subscribed = self.sink.subscribe(names).await;
-            if subscribed.is_err() {
+            ready = self.sink.subscribe(names).await;
+            if ready.is_err() {
                 break;
+            }
+        }
+        if ready.is_ok() {
+            ready = self.assert_presence().await;
+        }
+        for change in &all {
+            if ready.is_ok() && is_presence(&cluster, &change.key) {
+                ready = self.snapshot(&change.key).await;
             }
         }
         // Heard now, or Redis failed meanwhile: either way nobody waits any longer.
         for change in all.iter().filter(|c| c.confirm) {
             confirm(self.ctx, &change.key);
         }
-        if let Err(e) = subscribed {
+        if let Err(e) = ready {
             return e.to_string();
         }
+
         let mut sink = self.sink.clone();
+        let mut commands = self.publisher.clone();
+        let scripts = self.scripts;
+        let ctx = self.ctx;
         let interest = async {
             loop {
                 let changes = cluster.interest.take_changes();
                 for (i, change) in changes.iter().enumerate() {
-                    let done = if change.desired {
+                    let mut done = if change.desired {
                         sink.subscribe(&*change.key).await
                     } else {
                         sink.unsubscribe(&*change.key).await
                     };
+                    if done.is_ok() && change.desired && is_presence(&cluster, &change.key) {
+                        done = snapshot(ctx, scripts, &mut commands, &change.key).await;
+                    }
                     if let Err(e) = done {
                         // Redis failed: nobody waits for a channel it cannot hear.
                         for rest in changes[i..].iter().filter(|c| c.confirm) {
-                            confirm(self.ctx, &rest.key);
+                            confirm(ctx, &rest.key);
                         }
                         return e.to_string();
                     }
                     if change.confirm {
-                        confirm(self.ctx, &change.key);
+                        confirm(ctx, &change.key);
                     }
                 }
                 cluster.interest.changed().await;
             }
         };
-        let publisher = &mut self.publisher;
+        let mut publisher = self.publisher.clone();
         let publishing = async {
             let mut batch = Vec::with_capacity(PUBLISH_BATCH);
             loop {
@@ -192,27 +271,303 @@ impl Session<'_> {
                 for message in batch.drain(..) {
                     pipe.publish(message.key, &message.payload[..]).ignore();
                 }
-                if let Err(e) = pipe.query_async::<()>(publisher).await {
+                if let Err(e) = pipe.query_async::<()>(&mut publisher).await {
+                    return e.to_string();
+                }
+            }
+        };
+        let mut presence_conn = self.publisher.clone();
+        let presence_ops = async {
+            while let Some(op) = presence.recv().await {
+                if let Err(e) = apply_presence(ctx, scripts, &mut presence_conn, op).await {
+                    return e.to_string();
+                }
+            }
+            "the server is stopping".to_string()
+        };
+        let mut lease_conn = self.publisher.clone();
+        let leases = async {
+            let mut tick = tokio::time::interval(LEASE_RENEW);
+            loop {
+                tick.tick().await;
+                if let Err(e) = lease_round(ctx, scripts, &mut lease_conn).await {
                     return e.to_string();
                 }
             }
         };
         let receiving = async {
             while let Some(message) = stream.next().await {
-                deliver(
-                    self.ctx,
-                    message.get_channel_name(),
-                    message.get_payload_bytes(),
-                );
+                deliver(ctx, message.get_channel_name(), message.get_payload_bytes());
             }
             "the subscription connection closed".to_string()
         };
         tokio::select! {
             e = interest => e,
             e = publishing => e,
+            e = presence_ops => e,
+            e = leases => e,
             e = receiving => e,
         }
     }
+
+    async fn renew_lease(&mut self) -> redis::RedisResult<()> {
+        renew(self.ctx, &mut self.publisher).await
+    }
+
+    async fn cleanup(&mut self, node: String, force: bool) -> redis::RedisResult<i64> {
+        cleanup(self.ctx, self.scripts, &mut self.publisher, &node, force).await
+    }
+
+    async fn snapshot(&mut self, key: &str) -> redis::RedisResult<()> {
+        snapshot(self.ctx, self.scripts, &mut self.publisher, key).await
+    }
+
+    /// Registers every presence user this node has, and unregisters what Redis still holds
+    /// for this node but the node no longer has (users who left while Redis was away).
+    async fn assert_presence(&mut self) -> redis::RedisResult<()> {
+        let set = format!("{}:node:{}:presence", self.prefix(), self.node());
+        let held: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&set)
+            .query_async(&mut self.publisher)
+            .await?;
+        let mut local = std::collections::HashSet::new();
+        let mut ops = Vec::new();
+        for app in self.ctx.apps.all() {
+            let app_id: Arc<str> = Arc::from(app.config.id.as_str());
+            for (channel, members) in app.registry.local_presence() {
+                for member in members {
+                    local.insert(entry(&app_id, &channel, &member.user_id));
+                    ops.push(PresenceOp::Join {
+                        app_id: app_id.clone(),
+                        channel: channel.clone(),
+                        user_id: member.user_id.clone(),
+                        info: member
+                            .info
+                            .as_ref()
+                            .map(|i| i.get().to_string())
+                            .unwrap_or_default(),
+                        max_members: 0,
+                    });
+                }
+            }
+        }
+        for stale in held.iter().filter(|e| !local.contains(*e)) {
+            let mut parts = stale.splitn(3, '\n');
+            if let (Some(a), Some(c), Some(u)) = (parts.next(), parts.next(), parts.next()) {
+                ops.push(PresenceOp::Leave {
+                    app_id: Arc::from(a),
+                    channel: Arc::from(c),
+                    user_id: Arc::from(u),
+                });
+            }
+        }
+        for op in ops {
+            apply_presence(self.ctx, self.scripts, &mut self.publisher, op).await?;
+        }
+        Ok(())
+    }
+
+    /// On shutdown: this node's presence users leave the cluster now (announced once, by the
+    /// script), and its lease goes, so no other node waits for it to expire.
+    async fn leave_cluster(&mut self) {
+        let node = self.node().to_string();
+        let done = tokio::time::timeout(Duration::from_secs(2), async {
+            let removed = self.cleanup(node.clone(), true).await?;
+            redis::cmd("DEL")
+                .arg(format!("{}:node:{node}:alive", self.prefix()))
+                .query_async::<()>(&mut self.publisher)
+                .await?;
+            redis::cmd("SREM")
+                .arg(format!("{}:nodes", self.prefix()))
+                .arg(&node)
+                .query_async::<()>(&mut self.publisher)
+                .await?;
+            Ok::<_, redis::RedisError>(removed)
+        })
+        .await;
+        match done {
+            Ok(Ok(n)) => tracing::info!(
+                "cluster: node {node} left the cluster ({n} presence entries removed)"
+            ),
+            Ok(Err(e)) => tracing::warn!(
+                "cluster: could not remove node {node}'s state: {e}; its lease expires in {LEASE:?}"
+            ),
+            Err(_) => tracing::warn!(
+                "cluster: Redis did not answer in time; node {node}'s state goes when its lease expires"
+            ),
+        }
+    }
+}
+
+fn is_presence(cluster: &Cluster, key: &str) -> bool {
+    cluster
+        .parse_key(key)
+        .is_some_and(|(_, channel)| channel.starts_with("presence-"))
+}
+
+/// `A\nC\nU`: one node's registration of a user on a channel.
+fn entry(app_id: &str, channel: &str, user: &str) -> String {
+    format!("{app_id}\n{channel}\n{user}")
+}
+
+fn presence_keys(prefix: &str, app_id: &str, channel: &str) -> [String; 3] {
+    let base = format!("{prefix}:{app_id}:presence:{channel}");
+    [
+        format!("{base}:info"),
+        format!("{base}:n"),
+        format!("{base}:v"),
+    ]
+}
+
+async fn apply_presence(
+    ctx: &LinkContext,
+    scripts: &Scripts,
+    conn: &mut MultiplexedConnection,
+    op: PresenceOp,
+) -> redis::RedisResult<()> {
+    let cluster = &ctx.cluster;
+    let node_set = format!("{}:node:{}:presence", cluster.prefix, cluster.node_id);
+    match op {
+        PresenceOp::Join {
+            app_id,
+            channel,
+            user_id,
+            info,
+            max_members,
+        } => {
+            let [info_key, n_key, v_key] = presence_keys(&cluster.prefix, &app_id, &channel);
+            let member: i64 = scripts
+                .join
+                .key(info_key)
+                .key(n_key)
+                .key(&node_set)
+                .key(v_key)
+                .arg(entry(&app_id, &channel, &user_id))
+                .arg(&*user_id)
+                .arg(info)
+                .arg(max_members)
+                .arg(cluster.key(&app_id, &channel))
+                .invoke_async(conn)
+                .await?;
+            if member == 0
+                && let Some(app) = ctx.apps.by_id(&app_id)
+            {
+                app.registry.refuse_member(&channel, &user_id, max_members);
+            }
+        }
+        PresenceOp::Leave {
+            app_id,
+            channel,
+            user_id,
+        } => {
+            let [info_key, n_key, v_key] = presence_keys(&cluster.prefix, &app_id, &channel);
+            let _: i64 = scripts
+                .leave
+                .key(info_key)
+                .key(n_key)
+                .key(&node_set)
+                .key(v_key)
+                .arg(entry(&app_id, &channel, &user_id))
+                .arg(&*user_id)
+                .arg(cluster.key(&app_id, &channel))
+                .invoke_async(conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a presence channel's member list and version into the registry's replica.
+async fn snapshot(
+    ctx: &LinkContext,
+    scripts: &Scripts,
+    conn: &mut MultiplexedConnection,
+    key: &str,
+) -> redis::RedisResult<()> {
+    let Some((app_id, channel)) = ctx.cluster.parse_key(key) else {
+        return Ok(());
+    };
+    let Some(app) = ctx.apps.by_id(app_id) else {
+        return Ok(());
+    };
+    let [info_key, _, v_key] = presence_keys(&ctx.cluster.prefix, app_id, channel);
+    let reply: Vec<redis::Value> = scripts
+        .snapshot
+        .key(info_key)
+        .key(v_key)
+        .invoke_async(conn)
+        .await?;
+    let mut values = reply.into_iter();
+    let version = values
+        .next()
+        .and_then(|v| redis::from_redis_value::<u64>(v).ok())
+        .unwrap_or(0);
+    let mut members = Vec::new();
+    while let (Some(user), Some(info)) = (values.next(), values.next()) {
+        if let (Ok(user), Ok(info)) = (
+            redis::from_redis_value::<String>(user),
+            redis::from_redis_value::<String>(info),
+        ) {
+            members.push((user, info));
+        }
+    }
+    app.registry.install_members(channel, version, members);
+    Ok(())
+}
+
+async fn renew(ctx: &LinkContext, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    let cluster = &ctx.cluster;
+    redis::pipe()
+        .cmd("SET")
+        .arg(format!("{}:node:{}:alive", cluster.prefix, cluster.node_id))
+        .arg(1)
+        .arg("PX")
+        .arg(LEASE.as_millis() as u64)
+        .ignore()
+        .cmd("SADD")
+        .arg(format!("{}:nodes", cluster.prefix))
+        .arg(&*cluster.node_id)
+        .ignore()
+        .query_async::<()>(conn)
+        .await
+}
+
+async fn cleanup(
+    ctx: &LinkContext,
+    scripts: &Scripts,
+    conn: &mut MultiplexedConnection,
+    node: &str,
+    force: bool,
+) -> redis::RedisResult<i64> {
+    scripts
+        .cleanup
+        .arg(&ctx.cluster.prefix)
+        .arg(node)
+        .arg(if force { "1" } else { "0" })
+        .invoke_async(conn)
+        .await
+}
+
+/// Renews this node's lease and cleans up after nodes whose lease is gone.
+async fn lease_round(
+    ctx: &LinkContext,
+    scripts: &Scripts,
+    conn: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    renew(ctx, conn).await?;
+    let nodes: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{}:nodes", ctx.cluster.prefix))
+        .query_async(conn)
+        .await?;
+    for node in nodes.iter().filter(|n| **n != *ctx.cluster.node_id) {
+        let removed = cleanup(ctx, scripts, conn, node, false).await?;
+        if removed >= 0 {
+            tracing::warn!(
+                "cluster: node {node} stopped renewing its lease; removed its {removed} presence entries"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Acknowledges the subscribers that waited for `key` to be heard.
@@ -224,7 +579,7 @@ fn confirm(ctx: &LinkContext, key: &str) {
     }
 }
 
-/// Pushes a publish from another node to this node's subscribers.
+/// Applies what another node (or a presence script) published on a channel this node hears.
 fn deliver(ctx: &LinkContext, key: &str, payload: &[u8]) {
     let Some((app_id, channel)) = ctx.cluster.parse_key(key) else {
         return;
@@ -232,6 +587,10 @@ fn deliver(ctx: &LinkContext, key: &str, payload: &[u8]) {
     let Some(app) = ctx.apps.by_id(app_id) else {
         return;
     };
+    if let Some(event) = wire::decode_member(payload) {
+        app.registry.apply_member_event(channel, event);
+        return;
+    }
     let payload = Bytes::copy_from_slice(payload);
     let Some(delivery) = wire::decode(&payload) else {
         tracing::debug!("cluster: ignored a message on {key} that is not Crier's");

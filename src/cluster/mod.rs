@@ -19,6 +19,7 @@
 
 pub mod interest;
 pub mod link;
+pub mod scripts;
 pub mod wire;
 
 use std::sync::Arc;
@@ -40,6 +41,31 @@ pub struct Outgoing {
     pub payload: Bytes,
 }
 
+/// A node-level presence transition on its way to Redis: a user's first socket on this node
+/// joined a channel, or its last one left.
+#[derive(Debug)]
+pub enum PresenceOp {
+    Join {
+        app_id: Arc<str>,
+        channel: Arc<str>,
+        user_id: Arc<str>,
+        info: String,
+        max_members: usize,
+    },
+    Leave {
+        app_id: Arc<str>,
+        channel: Arc<str>,
+        user_id: Arc<str>,
+    },
+}
+
+/// The receiving ends of the queues the link drains.
+#[derive(Debug)]
+pub struct Queues {
+    pub outgoing: mpsc::Receiver<Outgoing>,
+    pub presence: mpsc::Receiver<PresenceOp>,
+}
+
 /// This node's handle on the cluster, shared by the registries and the HTTP API.
 #[derive(Debug)]
 pub struct Cluster {
@@ -48,30 +74,43 @@ pub struct Cluster {
     pub redis_url: String,
     pub interest: Interest,
     outgoing: mpsc::Sender<Outgoing>,
+    presence: mpsc::Sender<PresenceOp>,
     /// Cross-node messages lost while Redis was away or the queue was full.
     pub dropped: AtomicU64,
 }
 
 impl Cluster {
-    /// The handle, and the receiving end of its publish queue for [`link::run`].
-    pub fn new(
-        settings: &ClusterSettings,
-        redis_url: &str,
-    ) -> (Arc<Cluster>, mpsc::Receiver<Outgoing>) {
+    /// The handle, and the receiving ends of its queues for [`link::run`].
+    pub fn new(settings: &ClusterSettings, redis_url: &str) -> (Arc<Cluster>, Queues) {
         let node_id: Arc<str> = match &settings.node_id {
             Some(id) => Arc::from(id.as_str()),
             None => Arc::from(format!("node-{:08x}", rand::random::<u32>())),
         };
-        let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (tx, outgoing) = mpsc::channel(PUBLISH_QUEUE);
+        let (presence_tx, presence) = mpsc::channel(PUBLISH_QUEUE);
         let cluster = Arc::new(Cluster {
             node_id,
             prefix: settings.prefix.clone(),
             redis_url: redis_url.to_string(),
             interest: Interest::default(),
             outgoing: tx,
+            presence: presence_tx,
             dropped: AtomicU64::new(0),
         });
-        (cluster, rx)
+        (cluster, Queues { outgoing, presence })
+    }
+
+    /// Redis is known to be unreachable: presence is kept locally until it is back.
+    pub fn is_down(&self) -> bool {
+        self.interest.is_down()
+    }
+
+    /// Queues a presence transition for Redis. A full queue (Redis far behind) drops it and
+    /// counts it; the node's presence is asserted anew on every reconnect.
+    pub fn presence(&self, op: PresenceOp) {
+        if self.presence.try_send(op).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The Redis channel of an app's channel.
@@ -123,6 +162,36 @@ impl ClusterChannels {
 
     pub fn publish(&self, channel: &str, except: Option<&str>, frame: &Bytes) {
         self.cluster.publish(&self.app_id, channel, except, frame);
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.cluster.is_down()
+    }
+
+    /// A user's first socket on this node joined `channel`.
+    pub fn presence_join(
+        &self,
+        channel: &str,
+        user_id: &Arc<str>,
+        info: String,
+        max_members: usize,
+    ) {
+        self.cluster.presence(PresenceOp::Join {
+            app_id: self.app_id.clone(),
+            channel: Arc::from(channel),
+            user_id: user_id.clone(),
+            info,
+            max_members,
+        });
+    }
+
+    /// A user's last socket on this node left `channel`.
+    pub fn presence_leave(&self, channel: &str, user_id: &Arc<str>) {
+        self.cluster.presence(PresenceOp::Leave {
+            app_id: self.app_id.clone(),
+            channel: Arc::from(channel),
+            user_id: user_id.clone(),
+        });
     }
 }
 

@@ -4,6 +4,9 @@
 //!
 //! Layout: `C1` (format), origin length (1 byte), origin node id, excluded socket id length
 //! (1 byte, 0 for none), the socket id's text, then the frame to its end.
+//!
+//! Presence member events travel on the same pub/sub channel, written by the Redis scripts
+//! (`scripts`): `P1+VERSION:LEN:USER_ID{user_info}` and `P1-VERSION:LEN:USER_ID`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -49,9 +52,67 @@ pub fn decode(payload: &Bytes) -> Option<Delivery<'_>> {
     })
 }
 
+/// A presence member event, as a Redis script published it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberEvent {
+    pub added: bool,
+    /// The channel's presence version after this event.
+    pub version: u64,
+    pub user_id: String,
+    /// `user_info` as signed; empty when there was none.
+    pub info: String,
+}
+
+/// Decodes a member event; `None` for anything else.
+pub fn decode_member(payload: &[u8]) -> Option<MemberEvent> {
+    let text = std::str::from_utf8(payload.strip_prefix(b"P1")?).ok()?;
+    let added = match text.as_bytes().first()? {
+        b'+' => true,
+        b'-' => false,
+        _ => return None,
+    };
+    let (version, rest) = text[1..].split_once(':')?;
+    let (len, rest) = rest.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    if !rest.is_char_boundary(len.min(rest.len())) || rest.len() < len {
+        return None;
+    }
+    Some(MemberEvent {
+        added,
+        version: version.parse().ok()?,
+        user_id: rest[..len].to_string(),
+        info: rest[len..].to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_events_decode() {
+        let added = decode_member(b"P1+7:3:a:b{\"name\":\"A\"}").expect("added");
+        assert_eq!(
+            added,
+            MemberEvent {
+                added: true,
+                version: 7,
+                user_id: "a:b".into(),
+                info: "{\"name\":\"A\"}".into()
+            }
+        );
+        let removed = decode_member(b"P1-8:1:x").expect("removed");
+        assert!(!removed.added && removed.user_id == "x" && removed.info.is_empty());
+        for bad in [
+            &b"P1*1:1:x"[..],
+            b"P1+1:9:x",
+            b"P1+a:1:x",
+            b"C1+1:1:x",
+            b"P1",
+        ] {
+            assert_eq!(decode_member(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn round_trip() {

@@ -117,13 +117,13 @@ pub async fn serve(
         tracker,
     });
 
-    if let Some((cluster, outgoing)) = cluster {
+    if let Some((cluster, queues)) = cluster {
         let link = LinkContext {
             cluster,
             apps,
             socket_node,
         };
-        tokio::spawn(link::run(link, outgoing, ctx.shutdown.clone()));
+        tokio::spawn(link::run(link, queues, ctx.shutdown.clone()));
     }
 
     for app in ctx
