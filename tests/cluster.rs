@@ -475,3 +475,91 @@ async fn presence_is_whole_again_after_redis_restarts_empty() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Polls `GET suffix` on `api` until `check` accepts the JSON answer (counts reach Redis
+/// within 100 ms of a change, a dead node's within its 3 s lease).
+async fn wait_for_answer(
+    api: &Api,
+    suffix: &str,
+    params: &[(&str, &str)],
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let reply = api.get(suffix, params).await;
+        let json = reply.ok().clone();
+        if check(&json) {
+            return json;
+        }
+        assert!(Instant::now() < deadline, "{suffix}: last answer {json}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn http_api_queries_answer_for_the_whole_cluster_on_any_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "q1", "a").await;
+    let b = node(&redis, "q1", "b").await;
+    let c = node(&redis, "q1", "c").await;
+    let crashing = NodeProcess::start(&redis, "q1", "crashing");
+    let public = fresh_channel("counted-");
+    let room = fresh_channel("presence-counted-");
+    let mut sockets = Vec::new();
+    for server in [&a, &a, &b] {
+        let mut client = server.client().await;
+        client.subscribe(&public).await;
+        sockets.push(client);
+    }
+    let mut far = Client::connect(crashing.addr).await;
+    far.subscribe(&public).await;
+    let mut ann = a.client().await;
+    ann.subscribe_presence(&room, "ann", json!({})).await;
+    let mut bob = b.client().await;
+    bob.subscribe_presence(&room, "bob", json!({})).await;
+
+    // Asked on node c, which has no subscriber at all.
+    let api = c.api();
+    let one = format!("/channels/{public}");
+    wait_for_answer(&api, &one, &[("info", "subscription_count")], |j| {
+        j == &json!({"occupied": true, "subscription_count": 4})
+    })
+    .await;
+    let all = wait_for_answer(&api, "/channels", &[("info", "subscription_count")], |j| {
+        j["channels"][&public]["subscription_count"] == 4
+            && j["channels"][&room]["subscription_count"] == 2
+    })
+    .await;
+    assert!(
+        all["channels"].as_object().is_some_and(|m| m.len() >= 2),
+        "{all}"
+    );
+    wait_for_answer(
+        &api,
+        "/channels",
+        &[("filter_by_prefix", "presence-"), ("info", "user_count")],
+        |j| j["channels"][&room] == json!({"user_count": 2}),
+    )
+    .await;
+    let users = api.get(&format!("/channels/{room}/users"), &[]).await;
+    let mut ids: Vec<String> = users.ok()["users"]
+        .as_array()
+        .map(|u| {
+            u.iter()
+                .filter_map(|x| x["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    assert_eq!(ids, ["ann", "bob"]);
+
+    // A node that dies stops counting within its lease.
+    crashing.signal("-KILL");
+    wait_for_answer(&api, &one, &[("info", "subscription_count")], |j| {
+        j == &json!({"occupied": true, "subscription_count": 3})
+    })
+    .await;
+    // The last subscriber anywhere gone: unoccupied everywhere.
+    drop(sockets);
+    wait_for_answer(&a.api(), &one, &[], |j| j == &json!({"occupied": false})).await;
+}

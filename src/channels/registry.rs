@@ -115,6 +115,9 @@ pub struct Registry {
     pending_counts: Mutex<Vec<Arc<str>>>,
     /// Told of each channel's first local subscriber and of its last.
     cluster: Option<ClusterChannels>,
+    /// In a cluster: channels whose local subscriber count may have changed since the link
+    /// last wrote this node's counts to Redis.
+    touched: Mutex<Vec<Arc<str>>>,
 }
 
 impl Default for Registry {
@@ -133,7 +136,31 @@ impl Registry {
             subscription_counts,
             pending_counts: Mutex::new(Vec::new()),
             cluster,
+            touched: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Notes that `channel`'s local count may change (cluster only).
+    fn touch(&self, channel: &str) {
+        if self.cluster.is_some() {
+            self.touched.lock().push(Arc::from(channel));
+        }
+    }
+
+    /// The channels touched since the last call, each once.
+    pub fn take_touched(&self) -> Vec<Arc<str>> {
+        let mut names = std::mem::take(&mut *self.touched.lock());
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Sockets subscribed to `channel` on this node.
+    pub fn local_count(&self, channel: &str) -> usize {
+        self.shard(channel)
+            .read()
+            .get(channel)
+            .map_or(0, |ch| ch.subscribers.len())
     }
 
     /// Before a channel's first local subscriber joins: whether it can be acknowledged at
@@ -157,6 +184,7 @@ impl Registry {
     /// The node now hears `channel` from the other nodes: its waiting subscribers join and
     /// are acknowledged, in the order they came.
     pub fn heard(&self, channel: &str) {
+        self.touch(channel);
         let mut shard = self.shard(channel).write();
         let Some(ch) = shard.get_mut(channel) else {
             return;
@@ -188,6 +216,7 @@ impl Registry {
         outbox: &Arc<Outbox>,
         cache: bool,
     ) -> Arc<str> {
+        self.touch(channel);
         let mut shard = self.shard(channel).write();
         let key = shared_key(&shard, channel);
         let ch = shard.entry(key.clone()).or_default();
@@ -282,6 +311,7 @@ impl Registry {
     /// Removes `conn` from `channel`; announces `member_removed` when it was its user's last
     /// socket. Unknown channels or connections are ignored.
     pub fn unsubscribe(&self, channel: &str, conn: ConnId) {
+        self.touch(channel);
         let mut shard = self.shard(channel).write();
         let Some(ch) = shard.get_mut(channel) else {
             return;
@@ -334,6 +364,7 @@ impl Registry {
         max_members: usize,
         cache: bool,
     ) -> PresenceJoin {
+        self.touch(channel);
         let Some(cluster) = &self.cluster else {
             return PresenceJoin::Full { limit: 0 };
         };
@@ -451,6 +482,7 @@ impl Registry {
 
     /// A member event heard from Redis.
     pub fn apply_member_event(&self, channel: &str, event: MemberEvent) {
+        self.touch(channel);
         let mut shard = self.shard(channel).write();
         let Some(ch) = shard.get_mut(channel) else {
             return;
@@ -473,6 +505,7 @@ impl Registry {
     /// The member list read from Redis at `version`: readies the replica, or, after a
     /// reconnect, brings it up to date and tells local subscribers what changed.
     pub fn install_members(&self, channel: &str, version: u64, members: Vec<(String, String)>) {
+        self.touch(channel);
         let mut shard = self.shard(channel).write();
         let Some(ch) = shard.get_mut(channel) else {
             return;
@@ -566,6 +599,7 @@ impl Registry {
                     }
                 }
                 release_members(ch, &name);
+                self.touch(&name);
             }
         }
     }

@@ -35,6 +35,8 @@ const SUBSCRIBE_BATCH: usize = 512;
 /// A node's lease, and how often it is renewed (and other nodes' leases checked).
 pub const LEASE: Duration = Duration::from_secs(3);
 pub const LEASE_RENEW: Duration = Duration::from_secs(1);
+/// How often this node's changed subscription counts are written to Redis.
+const COUNTS_EVERY: Duration = Duration::from_millis(100);
 
 /// Everything the link needs besides the cluster handle.
 pub struct LinkContext {
@@ -156,6 +158,10 @@ pub async fn run(ctx: LinkContext, queues: Queues, mut stop: watch::Receiver<boo
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
+        // Counts are rewritten as a whole on reconnect; what changed meanwhile is moot.
+        for app in ctx.apps.all() {
+            app.registry.take_touched();
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
@@ -188,7 +194,7 @@ impl Session<'_> {
     /// Serves until the connection fails; returns why.
     async fn serve(
         &mut self,
-        mut stream: PubSubStream,
+        stream: PubSubStream,
         outgoing: &mut mpsc::Receiver<Outgoing>,
         presence: &mut mpsc::Receiver<PresenceOp>,
         first: bool,
@@ -229,7 +235,22 @@ impl Session<'_> {
         if let Err(e) = ready {
             return e.to_string();
         }
+        if let Err(e) = write_all_counts(self.ctx, &mut self.publisher).await {
+            return e.to_string();
+        }
+        cluster.set_commands(Some(self.publisher.clone()));
+        let served = self.serve_connected(stream, outgoing, presence).await;
+        cluster.set_commands(None);
+        served
+    }
 
+    async fn serve_connected(
+        &mut self,
+        mut stream: PubSubStream,
+        outgoing: &mut mpsc::Receiver<Outgoing>,
+        presence: &mut mpsc::Receiver<PresenceOp>,
+    ) -> String {
+        let cluster = self.ctx.cluster.clone();
         let mut sink = self.sink.clone();
         let mut commands = self.publisher.clone();
         let scripts = self.scripts;
@@ -295,6 +316,16 @@ impl Session<'_> {
                 }
             }
         };
+        let mut counts_conn = self.publisher.clone();
+        let counts = async {
+            let mut tick = tokio::time::interval(COUNTS_EVERY);
+            loop {
+                tick.tick().await;
+                if let Err(e) = write_touched_counts(ctx, &mut counts_conn).await {
+                    return e.to_string();
+                }
+            }
+        };
         let receiving = async {
             while let Some(message) = stream.next().await {
                 deliver(ctx, message.get_channel_name(), message.get_payload_bytes());
@@ -306,6 +337,7 @@ impl Session<'_> {
             e = publishing => e,
             e = presence_ops => e,
             e = leases => e,
+            e = counts => e,
             e = receiving => e,
         }
     }
@@ -513,6 +545,51 @@ async fn snapshot(
     }
     app.registry.install_members(channel, version, members);
     Ok(())
+}
+
+/// Rewrites this node's subscription counts as a whole (after a (re)connect).
+async fn write_all_counts(
+    ctx: &LinkContext,
+    conn: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    let key = ctx.cluster.counts_key(&ctx.cluster.node_id);
+    let mut pipe = redis::pipe();
+    pipe.atomic().cmd("DEL").arg(&key).ignore();
+    for app in ctx.apps.all() {
+        app.registry.take_touched();
+        for (channel, stats) in app.registry.channels("") {
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg(format!("{}\n{channel}", app.config.id))
+                .arg(stats.subscriptions)
+                .ignore();
+        }
+    }
+    pipe.query_async::<()>(conn).await
+}
+
+/// Writes the counts of the channels whose local subscribers changed.
+async fn write_touched_counts(
+    ctx: &LinkContext,
+    conn: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    let key = ctx.cluster.counts_key(&ctx.cluster.node_id);
+    let mut pipe = redis::pipe();
+    let mut any = false;
+    for app in ctx.apps.all() {
+        for channel in app.registry.take_touched() {
+            any = true;
+            let field = format!("{}\n{channel}", app.config.id);
+            match app.registry.local_count(&channel) {
+                0 => pipe.cmd("HDEL").arg(&key).arg(field).ignore(),
+                n => pipe.cmd("HSET").arg(&key).arg(field).arg(n).ignore(),
+            };
+        }
+    }
+    if !any {
+        return Ok(());
+    }
+    pipe.query_async::<()>(conn).await
 }
 
 async fn renew(ctx: &LinkContext, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {

@@ -19,6 +19,7 @@
 
 pub mod interest;
 pub mod link;
+pub mod queries;
 pub mod scripts;
 pub mod wire;
 
@@ -77,6 +78,8 @@ pub struct Cluster {
     presence: mpsc::Sender<PresenceOp>,
     /// Cross-node messages lost while Redis was away or the queue was full.
     pub dropped: AtomicU64,
+    /// A connection for the HTTP API's cluster-wide queries, while the link is connected.
+    commands: parking_lot::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 impl Cluster {
@@ -96,8 +99,23 @@ impl Cluster {
             outgoing: tx,
             presence: presence_tx,
             dropped: AtomicU64::new(0),
+            commands: parking_lot::Mutex::new(None),
         });
         (cluster, Queues { outgoing, presence })
+    }
+
+    /// A connection to Redis for queries; `None` while the link is not connected.
+    pub fn commands(&self) -> Option<redis::aio::MultiplexedConnection> {
+        self.commands.lock().clone()
+    }
+
+    pub(crate) fn set_commands(&self, conn: Option<redis::aio::MultiplexedConnection>) {
+        *self.commands.lock() = conn;
+    }
+
+    /// This node's subscription counts: field `APP\nCHANNEL`, value the local count.
+    pub fn counts_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:subs", self.prefix)
     }
 
     /// Redis is known to be unreachable: presence is kept locally until it is back.

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::auth::VerifiedRequest;
+use super::counts::Counts;
 use super::error::ApiError;
 use crate::protocol::channel::{self, ChannelKind};
 
@@ -19,7 +20,7 @@ fn attributes(req: &VerifiedRequest) -> Vec<String> {
 }
 
 /// `GET /channels`: occupied channels, optionally filtered by prefix.
-pub fn list(req: &VerifiedRequest) -> Result<String, ApiError> {
+pub fn list(req: &VerifiedRequest, counts: &Counts) -> Result<String, ApiError> {
     let prefix = req.param("filter_by_prefix").unwrap_or("");
     let attrs = attributes(req);
     let user_count = attrs.iter().any(|a| a == "user_count");
@@ -30,7 +31,7 @@ pub fn list(req: &VerifiedRequest) -> Result<String, ApiError> {
         ));
     }
     let mut channels = Map::new();
-    let mut found = req.app.registry.channels(prefix);
+    let mut found = counts.channels(prefix);
     found.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, stats) in found {
         let mut entry = Map::new();
@@ -46,11 +47,11 @@ pub fn list(req: &VerifiedRequest) -> Result<String, ApiError> {
 }
 
 /// `GET /channels/{name}`: `occupied` always, other attributes on request.
-pub fn info(req: &VerifiedRequest, name: &str) -> Result<String, ApiError> {
+pub fn info(req: &VerifiedRequest, counts: &Counts, name: &str) -> Result<String, ApiError> {
     let spec = channel::classify(name)
         .map_err(|e| ApiError::BadRequest(format!("Invalid channel name: {e}")))?;
     let attrs = attributes(req);
-    let stats = req.app.registry.stats(name);
+    let stats = counts.stats(name);
     let mut out = Map::new();
     out.insert("occupied".into(), stats.is_some().into());
     for attr in &attrs {
@@ -92,7 +93,7 @@ pub fn info(req: &VerifiedRequest, name: &str) -> Result<String, ApiError> {
 }
 
 /// `GET /channels/{name}/users`: distinct user ids of a presence channel.
-pub fn users(req: &VerifiedRequest, name: &str) -> Result<String, ApiError> {
+pub fn users(counts: &Counts, name: &str) -> Result<String, ApiError> {
     let spec = channel::classify(name)
         .map_err(|e| ApiError::BadRequest(format!("Invalid channel name: {e}")))?;
     if spec.kind != ChannelKind::Presence {
@@ -100,7 +101,7 @@ pub fn users(req: &VerifiedRequest, name: &str) -> Result<String, ApiError> {
             "Users can only be listed for presence channels".into(),
         ));
     }
-    let mut ids = req.app.registry.users(name);
+    let mut ids = counts.users(name);
     ids.sort();
     let users: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(json!({ "users": users }).to_string())

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::auth::VerifiedRequest;
+use super::counts::Counts;
 use super::error::ApiError;
 use crate::apps::App;
 use crate::protocol::channel::{self, ChannelKind};
@@ -71,7 +72,11 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::BadRequest(message.into())
 }
 
-pub fn trigger(req: &VerifiedRequest, socket_ids: &SocketIds) -> Result<String, ApiError> {
+pub fn trigger(
+    req: &VerifiedRequest,
+    socket_ids: &SocketIds,
+    counts: &Counts,
+) -> Result<String, ApiError> {
     let body: EventBody =
         serde_json::from_slice(&req.body).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
     let event = prepare(&req.app, body, socket_ids, true)?;
@@ -79,14 +84,18 @@ pub fn trigger(req: &VerifiedRequest, socket_ids: &SocketIds) -> Result<String, 
     Ok(match event.info {
         Some(info) => Value::Object(Map::from_iter([(
             "channels".to_string(),
-            Value::Object(channel_info(&req.app, &event.channels, info)),
+            Value::Object(channel_info(counts, &event.channels, info)),
         )]))
         .to_string(),
         None => "{}".to_string(),
     })
 }
 
-pub fn batch(req: &VerifiedRequest, socket_ids: &SocketIds) -> Result<String, ApiError> {
+pub fn batch(
+    req: &VerifiedRequest,
+    socket_ids: &SocketIds,
+    counts: &Counts,
+) -> Result<String, ApiError> {
     let body: BatchBody =
         serde_json::from_slice(&req.body).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
     let limit = req.app.config.max_batch_events;
@@ -120,7 +129,7 @@ pub fn batch(req: &VerifiedRequest, socket_ids: &SocketIds) -> Result<String, Ap
         .iter()
         .map(|e| match e.info {
             // One channel per batch item: its attributes, not a map of channels.
-            Some(info) => channel_info(&req.app, &e.channels, info)
+            Some(info) => channel_info(counts, &e.channels, info)
                 .into_iter()
                 .next()
                 .map(|(_, v)| v)
@@ -289,10 +298,10 @@ fn publish(app: &App, event: &Prepared<'_>) {
 }
 
 /// `{channel: {subscription_count?, user_count?}}` for the channels an event went to.
-fn channel_info(app: &App, channels: &[Cow<'_, str>], info: Info) -> Map<String, Value> {
+fn channel_info(counts: &Counts, channels: &[Cow<'_, str>], info: Info) -> Map<String, Value> {
     let mut out = BTreeMap::new();
     for ch in channels {
-        let stats = app.registry.stats(ch);
+        let stats = counts.stats(ch);
         let mut attrs = Map::new();
         if info.subscription_count {
             attrs.insert(

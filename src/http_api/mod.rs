@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod channels;
+pub mod counts;
 pub mod error;
 pub mod events;
 pub mod users;
@@ -17,8 +18,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
 use crate::apps::AppStore;
+use crate::cluster::queries::Scope;
 use crate::protocol::query;
 use crate::protocol::socket_id::SocketIds;
+use counts::Counts;
 use error::{ApiError, json_response};
 
 /// Extra room in a request body beyond the events' data (names, channels, JSON syntax).
@@ -108,14 +111,36 @@ async fn dispatch(
     if !verified.app.config.enabled {
         return Err(ApiError::Forbidden("Application disabled".into()));
     }
+    let app = &verified.app;
     match route {
-        Route::Trigger => events::trigger(&verified, socket_ids),
-        Route::Batch => events::batch(&verified, socket_ids),
-        Route::Channels => channels::list(&verified),
-        Route::Channel(name) => channels::info(&verified, &name),
-        Route::Users(name) => channels::users(&verified, &name),
+        Route::Trigger | Route::Batch => {
+            // Counts are read only when the body asks for them (`info`).
+            let counts = if mentions_info(&verified.body) {
+                Counts::gather(app, Scope::All).await
+            } else {
+                Counts::Local(&app.registry)
+            };
+            match route {
+                Route::Trigger => events::trigger(&verified, socket_ids, &counts),
+                _ => events::batch(&verified, socket_ids, &counts),
+            }
+        }
+        Route::Channels => channels::list(&verified, &Counts::gather(app, Scope::All).await),
+        Route::Channel(name) => {
+            let counts = Counts::gather(app, Scope::Channel(&name)).await;
+            channels::info(&verified, &counts, &name)
+        }
+        Route::Users(name) => {
+            channels::users(&Counts::gather(app, Scope::Users(&name)).await, &name)
+        }
         Route::Terminate(user) => Ok(users::terminate(&verified, &user)),
     }
+}
+
+/// Whether an event body mentions `info` at all (it may still be inside a string; then the
+/// counts are read for nothing, which is harmless).
+fn mentions_info(body: &[u8]) -> bool {
+    body.windows(6).any(|w| w == b"\"info\"")
 }
 
 /// The whole body, at most `limit` bytes, read within `timeout`.
