@@ -239,10 +239,11 @@ fn note_close(lg: &Logic) {
 async fn open_established(
     sh: &Rc<Shared>,
     lg: &mut Logic,
+    node: usize,
     src: Ipv4Addr,
     rcvbuf: Option<u32>,
 ) -> Result<WsConn, String> {
-    let mut ws = ws::open(&sh.target, src, rcvbuf, &mut |m| lg.on(m))
+    let mut ws = ws::open(&sh.targets[node], src, rcvbuf, &mut |m| lg.on(m))
         .await
         .map_err(|e| {
             let s = e.to_string();
@@ -280,7 +281,7 @@ async fn open_conn(
     let t0 = now_ns();
     let r = tokio::time::timeout(
         Duration::from_millis(spec.connect_timeout_ms),
-        open_established(sh, lg, spec.src_of(gi), rcvbuf),
+        open_established(sh, lg, spec.node_of(gi), spec.src_of(gi), rcvbuf),
     )
     .await;
     drop(permit);
@@ -478,7 +479,8 @@ async fn churn_conn(sh: Rc<Shared>, n: u64) {
     let mut lg = Logic::new(sh.clone(), false);
     let t0 = now_ns();
     let body = async {
-        let mut ws = open_established(&sh, &mut lg, src, None).await?;
+        let node = (n as usize) % sh.targets.len().max(1);
+        let mut ws = open_established(&sh, &mut lg, node, src, None).await?;
         let ch = format!("{}{}", spec.channel_prefix, channel);
         ws.send_text(&subscribe_msg(&ch))
             .await

@@ -94,7 +94,7 @@ pub(crate) fn measure(
         writers[i as usize % sockets].write_all(&msg)?;
     }
     std::thread::sleep(std::time::Duration::from_millis(100));
-    let s0 = snap(Some("self"));
+    let s0 = snap(&["self"]);
     let c0 = thread_cpu_ns();
     let t0 = Instant::now();
     for i in 0..writes {
@@ -102,7 +102,7 @@ pub(crate) fn measure(
     }
     let wall = t0.elapsed();
     let c1 = thread_cpu_ns();
-    let s1 = snap(Some("self"));
+    let s1 = snap(&["self"]);
     drop(writers);
     let _ = reader.join();
     let (_, _, machine) = cpu_delta(&s0, &s1);

@@ -9,6 +9,7 @@ mod floor;
 mod hist;
 mod http;
 mod publisher;
+mod redis;
 mod scenarios;
 mod sys;
 mod worker;
@@ -41,9 +42,20 @@ pub(crate) struct Global {
         default_value = "ws://127.0.0.1:6001"
     )]
     pub(crate) url: String,
-    /// HTTP API base URL; defaults to the WebSocket host and port.
-    #[arg(long, global = true, env = "CRIER_BENCH_API_URL")]
-    pub(crate) api_url: Option<String>,
+    /// Several nodes of one cluster, comma-separated WebSocket base URLs (replaces --url):
+    /// connections go round-robin over them (each channel's subscribers in turn over the
+    /// nodes), and so do HTTP API publishes unless --api-url says otherwise.
+    #[arg(long, global = true, env = "CRIER_BENCH_NODES", value_delimiter = ',')]
+    pub(crate) nodes: Vec<String>,
+    /// HTTP API base URL(s), comma-separated; publishes go round-robin over them. Default: the
+    /// WebSocket host and port of every node.
+    #[arg(
+        long,
+        global = true,
+        env = "CRIER_BENCH_API_URL",
+        value_delimiter = ','
+    )]
+    pub(crate) api_url: Vec<String>,
     #[arg(long, global = true, env = "CRIER_BENCH_APP_ID", default_value = "1")]
     pub(crate) app_id: String,
     #[arg(
@@ -60,9 +72,23 @@ pub(crate) struct Global {
         default_value = "app-secret"
     )]
     pub(crate) secret: String,
-    /// PID of the server process, for its RSS and CPU time (read from /proc).
+    /// PID of the server process, for its RSS and CPU time (read from /proc). Several (comma-
+    /// separated or repeated, also as --server-pids), in the order of --nodes: CPU and RSS are
+    /// summed over them and also given node by node.
+    #[arg(
+        long = "server-pid",
+        visible_alias = "server-pids",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub(crate) server_pid: Vec<u32>,
+    /// PID of the Redis server joining the nodes: its CPU is reported apart from the nodes'.
     #[arg(long, global = true)]
-    pub(crate) server_pid: Option<u32>,
+    pub(crate) redis_pid: Option<u32>,
+    /// Redis joining the nodes (redis://127.0.0.1:PORT): its `INFO stats` is read before and
+    /// after the measured phase (bytes in and out, commands) with a tiny RESP client.
+    #[arg(long, global = true, env = "CRIER_BENCH_REDIS_URL")]
+    pub(crate) redis_url: Option<String>,
     /// Hard limit on the whole run, seconds.
     #[arg(long, global = true, default_value_t = 300)]
     pub(crate) timeout_secs: u64,
@@ -106,6 +132,10 @@ pub(crate) enum Cmd {
     Churn(ChurnArgs),
     /// CPU cost of one small write() to a loopback TCP socket (the floor of a fan-out).
     Floor(FloorArgs),
+    /// Nodes of a cluster (--nodes): subscribers spread over the nodes (or all on one),
+    /// sustained publishing through the nodes; loss, duplicates, latency, CPU of every node
+    /// and of Redis, Redis bytes per publish.
+    Cluster(ClusterArgs),
     #[command(name = "__worker", hide = true)]
     Worker { spec: String },
 }
@@ -212,6 +242,49 @@ pub(crate) struct FloorArgs {
     /// Disable TCP_NODELAY on the writing sockets.
     #[arg(long)]
     pub(crate) nagle: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ClusterArgs {
+    #[arg(long, short = 's', default_value_t = 900)]
+    pub(crate) subscribers: usize,
+    /// Subscribers spread over C channels (connection i on channel i % C); publishes go
+    /// round-robin over the channels.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) channels: usize,
+    /// Target publishes per second over all nodes; 0 = as fast as the nodes accept them.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, short = 'd', default_value_t = 5)]
+    pub(crate) duration_secs: u64,
+    /// Upper bound on publishes.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub(crate) events: u64,
+    /// Concurrent publishing tasks; each keeps one keep-alive connection per node. A paced
+    /// rate needs about rate x request latency of them in flight, plus timer slack (1 ms).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) http_conns: usize,
+    /// Put every subscriber on this node (0-based index into --nodes) instead of spreading
+    /// them over all nodes.
+    #[arg(long)]
+    pub(crate) subscribers_on: Option<usize>,
+    /// Publish only through these nodes (0-based indexes into the API URLs, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) publish_via: Vec<usize>,
+    /// Pad the event data string to this many bytes.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) data_bytes: usize,
+    /// How long to wait for the last deliveries after publishing, ms.
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) drain_ms: u64,
+    /// The servers' Redis key prefix: with --redis-url, `PUBSUB NUMSUB` on every channel's
+    /// key shows how many nodes listen to it (interest routing).
+    #[arg(long, default_value = "crier")]
+    pub(crate) redis_prefix: String,
+    /// p99 publish-to-receive latency a rate must stay under to count as sustained, ms.
+    #[arg(long, default_value_t = 50.0)]
+    pub(crate) max_p99_ms: f64,
 }
 
 fn main() {

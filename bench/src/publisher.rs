@@ -34,6 +34,8 @@ pub(crate) struct PubResult {
     pub(crate) t_last_send: u64,
     pub(crate) t_end: u64,
     pub(crate) reconnects: u64,
+    /// Accepted publishes per API endpoint (node), in the order given.
+    pub(crate) per_node: Vec<u64>,
 }
 
 pub(crate) fn event_body(channel: &str, seq: u64, t_ns: u64, pad: usize) -> Vec<u8> {
@@ -45,10 +47,15 @@ pub(crate) fn event_body(channel: &str, seq: u64, t_ns: u64, pad: usize) -> Vec<
     format!(r#"{{"name":"{EVENT_NAME}","channels":["{channel}"],"data":"{data}"}}"#).into_bytes()
 }
 
-pub(crate) async fn publish(api: &Api, cfg: &PubCfg) -> PubResult {
+/// Publishes through `apis` (one or more nodes): the m-th event of channel c goes to node
+/// (c + m) % nodes, so every node publishes to every channel and the nodes get equal shares.
+/// Each publishing task keeps one keep-alive connection per node.
+pub(crate) async fn publish(apis: &[Api], cfg: &PubCfg) -> PubResult {
     let nch = cfg.channels.len().max(1);
+    let nodes = apis.len().max(1);
     let res = Rc::new(RefCell::new(PubResult {
         published: vec![0; nch],
+        per_node: vec![0; nodes],
         req_hist: Hist::new(),
         ..Default::default()
     }));
@@ -57,9 +64,9 @@ pub(crate) async fn publish(api: &Api, cfg: &PubCfg) -> PubResult {
     let deadline = start + cfg.max_duration;
     let mut handles = Vec::new();
     for _ in 0..cfg.http_conns.max(1) {
-        let (api, cfg, res, next) = (api.clone(), cfg.clone(), res.clone(), next.clone());
+        let (apis, cfg, res, next) = (apis.to_vec(), cfg.clone(), res.clone(), next.clone());
         handles.push(tokio::task::spawn_local(async move {
-            let mut conn = HttpConn::new(api.addr);
+            let mut conns: Vec<HttpConn> = apis.iter().map(|a| HttpConn::new(a.addr)).collect();
             loop {
                 let k = next.get();
                 if k >= cfg.events {
@@ -76,10 +83,12 @@ pub(crate) async fn publish(api: &Api, cfg: &PubCfg) -> PubResult {
                     break;
                 }
                 let ch = k as usize % nch;
+                let m = k / nch as u64;
+                let node = (ch + m as usize) % nodes;
                 let t = now_ns();
-                let body = event_body(&cfg.channels[ch], k / nch as u64, t, cfg.data_bytes);
-                let req = api.events_request(&body);
-                let r = conn.roundtrip(&req).await;
+                let body = event_body(&cfg.channels[ch], m, t, cfg.data_bytes);
+                let req = apis[node].events_request(&body);
+                let r = conns[node].roundtrip(&req).await;
                 let t2 = now_ns();
                 let backoff = {
                     let mut res = res.borrow_mut();
@@ -92,6 +101,7 @@ pub(crate) async fn publish(api: &Api, cfg: &PubCfg) -> PubResult {
                         Ok((s, _)) if (200..300).contains(&s) => {
                             res.ok += 1;
                             res.published[ch] += 1;
+                            res.per_node[node] += 1;
                             false
                         }
                         Ok((s, b)) => {
@@ -114,7 +124,7 @@ pub(crate) async fn publish(api: &Api, cfg: &PubCfg) -> PubResult {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
-            conn.reconnects
+            conns.iter().map(|c| c.reconnects).sum::<u64>()
         }));
     }
     let mut reconnects = 0;

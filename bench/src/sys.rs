@@ -67,19 +67,27 @@ pub(crate) fn machine_jiffies() -> (u64, u64) {
     (total - idle, total)
 }
 
-/// A snapshot of a server process's CPU use plus the machine's.
-#[derive(Clone, Copy, Debug, Default)]
+/// A snapshot of the server processes' CPU use plus the machine's.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct CpuSnap {
+    /// utime+stime ticks, summed over the server processes.
     pub(crate) ticks: u64,
+    /// schedstat nanoseconds, summed over the server processes.
     pub(crate) sched_ns: u64,
     pub(crate) machine_busy: u64,
     pub(crate) wall_ns: u64,
     /// utime+stime ticks of this (parent) process.
     pub(crate) own_ticks: u64,
-    /// The server's `write`/`writev` calls so far (`syscw` in /proc/PID/io). `send` and
+    /// The servers' `write`/`writev` calls so far (`syscw` in /proc/PID/io). `send` and
     /// `sendmsg` are not counted there (Rust's `TcpStream::write` is a `send`), so for a
     /// server that uses them the figure is low or zero and says nothing.
     pub(crate) write_syscalls: u64,
+    /// (ticks, schedstat ns) of each server process, in the order given.
+    pub(crate) per_pid: Vec<(u64, u64)>,
+    /// (ticks, schedstat ns) of the Redis server, when its pid is known.
+    pub(crate) redis: Option<(u64, u64)>,
+    /// Redis `INFO stats`, when its address is known.
+    pub(crate) redis_info: Option<crate::redis::Stats>,
 }
 
 /// `syscw` of /proc/PID/io.
@@ -90,15 +98,25 @@ pub(crate) fn write_syscalls(pid: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-pub(crate) fn snap(pid: Option<&str>) -> CpuSnap {
+/// (ticks, schedstat ns) of one process, zeros when it cannot be read.
+pub(crate) fn proc_cpu(pid: &str) -> (u64, u64) {
+    (cpu_ticks(pid).unwrap_or(0), cpu_sched_ns(pid).unwrap_or(0))
+}
+
+/// Snapshot of the processes `pids` (summed; one by one in `per_pid`) and of the machine.
+pub(crate) fn snap(pids: &[&str]) -> CpuSnap {
     let (busy, _) = machine_jiffies();
+    let per_pid: Vec<(u64, u64)> = pids.iter().map(|p| proc_cpu(p)).collect();
     CpuSnap {
-        ticks: pid.and_then(cpu_ticks).unwrap_or(0),
-        sched_ns: pid.and_then(cpu_sched_ns).unwrap_or(0),
+        ticks: per_pid.iter().map(|p| p.0).sum(),
+        sched_ns: per_pid.iter().map(|p| p.1).sum(),
         machine_busy: busy,
         wall_ns: now_ns(),
         own_ticks: cpu_ticks("self").unwrap_or(0),
-        write_syscalls: pid.and_then(write_syscalls).unwrap_or(0),
+        write_syscalls: pids.iter().filter_map(|p| write_syscalls(p)).sum(),
+        per_pid,
+        redis: None,
+        redis_info: None,
     }
 }
 

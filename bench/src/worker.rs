@@ -33,11 +33,18 @@ pub(crate) struct ChurnSpec {
     pub(crate) max_inflight: usize,
 }
 
+/// One node's WebSocket endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub(crate) struct NodeAddr {
+    pub(crate) addr: SocketAddr,
+    pub(crate) host_header: String,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub(crate) struct WorkerSpec {
     pub(crate) id: usize,
-    pub(crate) addr: SocketAddr,
-    pub(crate) host_header: String,
+    /// The nodes connections go to (one for a single server); see `node_of`.
+    pub(crate) nodes: Vec<NodeAddr>,
     pub(crate) path: String,
     /// Global index of this worker's first connection, and how many it holds.
     pub(crate) conn_start: usize,
@@ -64,6 +71,13 @@ impl WorkerSpec {
     }
     pub(crate) fn channel_of(&self, gi: usize) -> usize {
         gi % self.channels.max(1)
+    }
+    /// Connection `gi` is the k-th subscriber of its channel c (gi = c + k * channels) and goes
+    /// to node (c + k) % nodes: every channel's subscribers go round-robin over the nodes,
+    /// whatever the number of channels, and so do the connections overall.
+    pub(crate) fn node_of(&self, gi: usize) -> usize {
+        let ch = self.channels.max(1);
+        (gi % ch + gi / ch) % self.nodes.len().max(1)
     }
     pub(crate) fn src_of(&self, gi: usize) -> Ipv4Addr {
         Ipv4Addr::from(self.src_base + (gi / self.conns_per_addr.max(1)) as u32)
@@ -112,7 +126,8 @@ pub(crate) struct SubRound {
 
 pub(crate) struct Shared {
     pub(crate) spec: WorkerSpec,
-    pub(crate) target: WsTarget,
+    /// One target per node, in the order of `spec.nodes`.
+    pub(crate) targets: Vec<WsTarget>,
     pub(crate) phase: watch::Sender<u8>,
     pub(crate) sub_upto: watch::Sender<u64>,
     pub(crate) sub_round: watch::Sender<SubRound>,
@@ -191,17 +206,21 @@ fn tell_turns(sh: &Shared, upto: u64) {
 }
 
 async fn worker_main(spec: WorkerSpec) {
-    let target = WsTarget {
-        addr: spec.addr,
-        host_header: spec.host_header.clone(),
-        path: spec.path.clone(),
-    };
+    let targets = spec
+        .nodes
+        .iter()
+        .map(|n| WsTarget {
+            addr: n.addr,
+            host_header: n.host_header.clone(),
+            path: spec.path.clone(),
+        })
+        .collect();
     let (tx, _rx) = watch::channel(PHASE_CONNECT);
     let (utx, _urx) = watch::channel(0u64);
     let (rtx, _rrx) = watch::channel(SubRound::default());
     let sh = Rc::new(Shared {
         spec: spec.clone(),
-        target,
+        targets,
         phase: tx,
         sub_upto: utx,
         sub_round: rtx,

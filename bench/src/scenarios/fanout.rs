@@ -24,7 +24,7 @@ pub(super) async fn fanout(
         a.events,
         a.interval_ms,
         a.http_conns,
-        c.g.url
+        c.target()
     ));
     let churn_spec = churn.map(|ch| ChurnSpec {
         rate_per_sec: 0.0,
@@ -76,8 +76,8 @@ pub(super) async fn fanout(
         http_conns: a.http_conns,
         data_bytes: a.data_bytes,
     };
-    let s0 = snap(c.pid.as_deref());
-    let pr = publisher::publish(&c.api, &cfg).await;
+    let s0 = c.snap();
+    let pr = publisher::publish(&c.apis, &cfg).await;
     let churn_res = if churn.is_some() {
         Some(
             w.cmd(json!({"cmd": "churn_stop"}), "churn_stopped", 10_000)
@@ -88,7 +88,7 @@ pub(super) async fn fanout(
         None
     };
     let res = w.finish(&pr.published, a.drain_ms).await?;
-    let s1 = snap(c.pid.as_deref());
+    let s1 = c.snap();
     let worker_secs = (coord::sum(&res, "cpu_ticks") as f64
         - coord::sum(&sub_reports, "cpu_ticks") as f64)
         .max(0.0)

@@ -12,7 +12,9 @@ pub(super) async fn idle(c: &Ctx, a: &IdleArgs, out: &mut Out) -> Res<()> {
     let n = a.connections;
     out.line(format!(
         "idle: {n} connections to {} ({} channel(s)), hold {} s",
-        c.g.url, a.channels, a.hold_secs
+        c.target(),
+        a.channels,
+        a.hold_secs
     ));
     let specs = plan(
         c,

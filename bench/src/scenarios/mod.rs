@@ -2,6 +2,7 @@
 //! This module holds what they share (target, worker plan, connect and subscribe phases, CPU
 //! figures); each scenario lives in its own file.
 
+mod cluster;
 mod fanout;
 mod idle;
 mod publish;
@@ -16,8 +17,8 @@ use crate::coord::{self, Workers};
 use crate::floor::round3;
 use crate::http::Api;
 use crate::publisher::{self, PubCfg, PubResult};
-use crate::sys::{CpuSnap, cpu_delta, rss_kb, snap};
-use crate::worker::{ChurnSpec, WorkerSpec};
+use crate::sys::{CpuSnap, cpu_delta, rss_kb};
+use crate::worker::{ChurnSpec, NodeAddr, WorkerSpec};
 use crate::ws::WsTarget;
 use crate::{Cli, Cmd, Global};
 
@@ -25,11 +26,42 @@ type Res<T> = Result<T, String>;
 
 pub(crate) struct Ctx {
     pub(crate) g: Global,
-    pub(crate) ws: WsTarget,
-    pub(crate) api: Api,
-    pub(crate) pid: Option<String>,
+    /// The WebSocket endpoints: --url, or every node of --nodes.
+    pub(crate) nodes: Vec<WsTarget>,
+    /// Where publishes go, round-robin: --api-url, or every node's host and port.
+    pub(crate) apis: Vec<Api>,
+    /// Server pids, in the order of the nodes.
+    pub(crate) pids: Vec<String>,
+    pub(crate) redis_pid: Option<String>,
+    pub(crate) redis: Option<SocketAddr>,
     /// First source address of this run's connections.
     pub(crate) src_base: Ipv4Addr,
+}
+
+impl Ctx {
+    /// What the run is pointed at, for the first human line.
+    pub(crate) fn target(&self) -> String {
+        if self.g.nodes.is_empty() {
+            self.g.url.clone()
+        } else {
+            format!("{} node(s) {}", self.nodes.len(), self.g.nodes.join(","))
+        }
+    }
+
+    /// CPU of the servers, of Redis and of the machine, and Redis's counters, now.
+    pub(crate) fn snap(&self) -> CpuSnap {
+        let pids: Vec<&str> = self.pids.iter().map(|p| p.as_str()).collect();
+        let mut s = crate::sys::snap(&pids);
+        s.redis = self.redis_pid.as_deref().map(crate::sys::proc_cpu);
+        s.redis_info = self.redis.and_then(|a| match crate::redis::info_stats(a) {
+            Ok(st) => Some(st),
+            Err(e) => {
+                eprintln!("crier-bench: redis INFO stats: {e}");
+                None
+            }
+        });
+        s
+    }
 }
 
 /// Output collector: human lines go to stdout as they come; the JSON goes last.
@@ -79,23 +111,51 @@ fn parse_hostport(url: &str, schemes: &[&str]) -> Res<(String, u16, SocketAddr)>
 }
 
 fn ctx(g: &Global) -> Res<Ctx> {
-    let (host, port, addr) = parse_hostport(&g.url, &["ws"])?;
-    let ws = WsTarget {
-        addr,
-        host_header: format!("{host}:{port}"),
-        path: format!("/app/{}?protocol=7&client=crier-bench&version=0.1", g.key),
+    let urls: Vec<String> = if g.nodes.is_empty() {
+        vec![g.url.clone()]
+    } else {
+        g.nodes
+            .iter()
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect()
     };
-    let (ahost, aport, aaddr) = match &g.api_url {
-        Some(u) => parse_hostport(u, &["http"])?,
-        None => (host, port, addr),
-    };
-    let api = Api {
-        addr: aaddr,
-        host_header: format!("{ahost}:{aport}"),
-        app_id: g.app_id.clone(),
-        key: g.key.clone(),
-        secret: g.secret.clone(),
-        mac: std::cell::OnceCell::new(),
+    if urls.is_empty() {
+        return Err("--nodes names no URL".into());
+    }
+    let mut nodes = Vec::new();
+    let mut api_targets = Vec::new();
+    for u in &urls {
+        let (host, port, addr) = parse_hostport(u, &["ws"])?;
+        nodes.push(WsTarget {
+            addr,
+            host_header: format!("{host}:{port}"),
+            path: format!("/app/{}?protocol=7&client=crier-bench&version=0.1", g.key),
+        });
+        api_targets.push((host, port, addr));
+    }
+    if !g.api_url.is_empty() {
+        api_targets = g
+            .api_url
+            .iter()
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| parse_hostport(u.trim(), &["http"]))
+            .collect::<Res<_>>()?;
+    }
+    let apis = api_targets
+        .into_iter()
+        .map(|(ahost, aport, aaddr)| Api {
+            addr: aaddr,
+            host_header: format!("{ahost}:{aport}"),
+            app_id: g.app_id.clone(),
+            key: g.key.clone(),
+            secret: g.secret.clone(),
+            mac: std::cell::OnceCell::new(),
+        })
+        .collect();
+    let redis = match &g.redis_url {
+        Some(u) => Some(crate::redis::parse_url(u)?),
+        None => None,
     };
     let src_base = match g.src_base {
         Some(a) if a.octets()[0] == 127 => a,
@@ -109,9 +169,11 @@ fn ctx(g: &Global) -> Res<Ctx> {
     };
     Ok(Ctx {
         g: g.clone(),
-        ws,
-        api,
-        pid: g.server_pid.map(|p| p.to_string()),
+        nodes,
+        apis,
+        pids: g.server_pid.iter().map(|p| p.to_string()).collect(),
+        redis_pid: g.redis_pid.map(|p| p.to_string()),
+        redis,
         src_base,
     })
 }
@@ -124,6 +186,7 @@ pub(crate) fn run(cli: Cli) -> i32 {
         Cmd::Publish(_) => "publish",
         Cmd::Churn(_) => "churn",
         Cmd::Floor(_) => "floor",
+        Cmd::Cluster(_) => "cluster",
         Cmd::Worker { .. } => unreachable!(),
     };
     let mut out = Out::new(scenario);
@@ -173,6 +236,7 @@ pub(crate) fn run(cli: Cli) -> i32 {
                 Cmd::Publish(a) => publish::publish(&c, a, &mut out).await,
                 Cmd::Churn(a) => fanout::churn(&c, a, &mut out).await,
                 Cmd::Floor(a) => crate::floor::run(a, &mut out),
+                Cmd::Cluster(a) => cluster::cluster(&c, a, &mut out).await,
                 Cmd::Worker { .. } => unreachable!(),
             }
         };
@@ -229,9 +293,15 @@ fn plan(c: &Ctx, p: &Plan) -> Vec<WorkerSpec> {
             });
             WorkerSpec {
                 id: i,
-                addr: c.ws.addr,
-                host_header: c.ws.host_header.clone(),
-                path: c.ws.path.clone(),
+                nodes: c
+                    .nodes
+                    .iter()
+                    .map(|n| NodeAddr {
+                        addr: n.addr,
+                        host_header: n.host_header.clone(),
+                    })
+                    .collect(),
+                path: c.nodes[0].path.clone(),
                 conn_start: start,
                 conn_count: end - start,
                 total_conns: p.total,
@@ -359,8 +429,12 @@ async fn connect_subscribe(
     Ok((ok, sok, rs2))
 }
 
+/// VmRSS summed over the server processes, KiB.
 fn rss(c: &Ctx) -> Option<u64> {
-    c.pid.as_deref().and_then(rss_kb)
+    if c.pids.is_empty() {
+        return None;
+    }
+    c.pids.iter().map(|p| rss_kb(p)).sum()
 }
 
 /// CPU figures between two snapshots; `worker_secs` is the CPU the worker processes used.
@@ -387,7 +461,7 @@ fn cpu_fields(
         "client CPU: {client:.2} s = {:.2} µs per {unit} (bench processes; they share the 2 cores with the server)",
         client * 1e6 / n
     ));
-    if c.pid.is_some() {
+    if !c.pids.is_empty() {
         let us = stat * 1e6 / n;
         let us_s = sched * 1e6 / n;
         j["server_cpu_secs"] = json!(round3(stat));
@@ -395,7 +469,12 @@ fn cpu_fields(
         j[format!("server_cpu_us_per_{unit}")] = json!(round3(us));
         j[format!("server_cpu_us_per_{unit}_schedstat")] = json!(round3(us_s));
         let mut line = format!(
-            "server CPU: {stat:.2} s (stat; {sched:.3} s schedstat) over {wall:.2} s = {us:.2} µs per {unit} ({us_s:.2} schedstat); whole machine {:.2} µs per {unit}",
+            "server CPU{}: {stat:.2} s (stat; {sched:.3} s schedstat) over {wall:.2} s = {us:.2} µs per {unit} ({us_s:.2} schedstat); whole machine {:.2} µs per {unit}",
+            if c.pids.len() > 1 {
+                format!(" (sum of {} nodes)", c.pids.len())
+            } else {
+                String::new()
+            },
             machine * 1e6 / n
         );
         let writes = b.write_syscalls.saturating_sub(a.write_syscalls);
@@ -419,11 +498,72 @@ fn cpu_fields(
             line.push_str(&format!("; {ratio:.2}x the floor of {f} µs"));
         }
         out.line(line);
+        if c.pids.len() > 1 {
+            // Node by node (schedstat seconds), in the order of --server-pid.
+            let per: Vec<f64> = a
+                .per_pid
+                .iter()
+                .zip(&b.per_pid)
+                .map(|(x, y)| y.1.saturating_sub(x.1) as f64 / 1e9)
+                .collect();
+            out.line(format!(
+                "  per node (schedstat s, order of --server-pid): {}",
+                per.iter()
+                    .enumerate()
+                    .map(|(i, v)| format!("#{i} {v:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            j["server_cpu_secs_per_node_schedstat"] =
+                json!(per.iter().map(|v| round3(*v)).collect::<Vec<_>>());
+        }
     } else {
         out.line(format!(
             "machine CPU: {:.2} µs per {unit} (no --server-pid for the server's own)",
             machine * 1e6 / n
         ));
     }
+    if let (Some(x), Some(y)) = (a.redis, b.redis) {
+        let (rt, rs) = (
+            y.0.saturating_sub(x.0) as f64 / 100.0,
+            y.1.saturating_sub(x.1) as f64 / 1e9,
+        );
+        out.line(format!(
+            "redis CPU: {rt:.2} s (stat; {rs:.3} s schedstat) = {:.2} µs per {unit}",
+            rs * 1e6 / n
+        ));
+        j["redis_cpu_secs"] = json!(round3(rt));
+        j["redis_cpu_secs_schedstat"] = json!(round3(rs));
+        j[format!("redis_cpu_us_per_{unit}")] = json!(round3(rs * 1e6 / n));
+    }
+    if let Some((out_b, in_b, cmds)) = redis_traffic(a, b) {
+        out.line(format!(
+            "redis traffic: {out_b} bytes out ({:.1} per {unit}), {in_b} bytes in ({:.1} per {unit}), {cmds} commands",
+            out_b as f64 / n,
+            in_b as f64 / n
+        ));
+        j["redis_output_bytes"] = json!(out_b);
+        j["redis_input_bytes"] = json!(in_b);
+        j["redis_commands"] = json!(cmds);
+        j[format!("redis_output_bytes_per_{unit}")] = json!(round3(out_b as f64 / n));
+        j[format!("redis_input_bytes_per_{unit}")] = json!(round3(in_b as f64 / n));
+    }
     out.set("cpu", j);
+}
+
+/// Redis bytes out, bytes in and commands between two snapshots, without the bench's own
+/// INFO exchange (the first reply is counted out by the second read, and one INFO command
+/// and its request on each side).
+fn redis_traffic(a: &CpuSnap, b: &CpuSnap) -> Option<(u64, u64, u64)> {
+    let (x, y) = (a.redis_info.as_ref()?, b.redis_info.as_ref()?);
+    let req = crate::redis::encode(&["INFO", "stats"]).len() as u64;
+    Some((
+        y.net_output_bytes
+            .saturating_sub(x.net_output_bytes)
+            .saturating_sub(x.reply_bytes),
+        y.net_input_bytes
+            .saturating_sub(x.net_input_bytes)
+            .saturating_sub(req),
+        y.commands.saturating_sub(x.commands).saturating_sub(1),
+    ))
 }

@@ -11,7 +11,10 @@ use crate::PublishArgs;
 pub(super) async fn publish(c: &Ctx, a: &PublishArgs, out: &mut Out) -> Res<()> {
     out.line(format!(
         "publish: {} s per phase, {} HTTP keep-alive conn(s), {} subscriber(s) in phase 1, to {}",
-        a.duration_secs, a.http_conns, a.subscribers, c.g.url
+        a.duration_secs,
+        a.http_conns,
+        a.subscribers,
+        c.target()
     ));
     let prefix = format!("{}pub-", c.g.channel_prefix);
     let mut specs = plan(
@@ -54,9 +57,9 @@ pub(super) async fn publish(c: &Ctx, a: &PublishArgs, out: &mut Out) -> Res<()> 
             http_conns: a.http_conns,
             data_bytes: a.data_bytes,
         };
-        let s0 = snap(c.pid.as_deref());
-        let pr = publisher::publish(&c.api, &cfg).await;
-        let s1 = snap(c.pid.as_deref());
+        let s0 = c.snap();
+        let pr = publisher::publish(&c.apis, &cfg).await;
+        let s1 = c.snap();
         let (line, mut j) = super::fanout::publish_summary(&pr, "events_per_sec");
         out.line(format!("[{name}] channel {ch}: {line}"));
         if !pr.statuses.is_empty() {

@@ -18,7 +18,7 @@ pub(super) async fn storm(c: &Ctx, a: &StormArgs, out: &mut Out) -> Res<()> {
     let n_rounds = a.rounds.max(1);
     out.line(format!(
         "subscribe-storm: {s} sockets subscribe to one channel, {b} at a time (all {b} at once, next batch when all are acknowledged), on {}{}",
-        c.g.url,
+        c.target(),
         if n_rounds > 1 {
             format!(
                 "; {n_rounds} rounds on the same sockets, each on a fresh channel ({})",
