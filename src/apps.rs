@@ -39,7 +39,7 @@ impl App {
         });
         App {
             registry: Registry::new(config.subscription_count_events, cluster.clone()),
-            users: Users::default(),
+            users: Users::new(cluster.clone()),
             cluster,
             config,
             connections: AtomicUsize::new(0),

@@ -563,3 +563,34 @@ async fn http_api_queries_answer_for_the_whole_cluster_on_any_node() {
     drop(sockets);
     wait_for_answer(&a.api(), &one, &[], |j| j == &json!({"occupied": false})).await;
 }
+
+#[tokio::test]
+async fn events_to_a_user_and_terminating_a_user_reach_every_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "u1", "a").await;
+    let b = node(&redis, "u1", "b").await;
+    let c = node(&redis, "u1", "c").await;
+    let mut on_b = b.client().await;
+    on_b.signin_as("zoe").await;
+    let mut on_c = c.client().await;
+    on_c.signin_as("zoe").await;
+    let mut other = b.client().await;
+    other.signin_as("yan").await;
+    let key = "u1:1:#server-to-user-zoe";
+    wait_listeners(&redis, "u1", "#server-to-user-zoe", 2).await;
+    assert_eq!(redis.listeners(key), 2);
+
+    a.api().publish("#server-to-user-zoe", "note", "hi").await;
+    for client in [&mut on_b, &mut on_c] {
+        expect_event(client, "#server-to-user-zoe", "note", "hi").await;
+        client.expect_no_message(QUIET).await;
+    }
+    other.expect_no_message(QUIET).await;
+
+    a.api().terminate("zoe").await.ok();
+    on_b.expect_error_then_close(4009).await;
+    on_c.expect_error_then_close(4009).await;
+    other.assert_alive().await;
+    // Nobody signed in as zoe anywhere: no node listens for her any more.
+    wait_listeners(&redis, "u1", "#server-to-user-zoe", 0).await;
+}

@@ -13,6 +13,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::outbox::{CloseRequest, Outbox};
+use crate::cluster::ClusterChannels;
+use crate::protocol::channel::USER_CHANNEL_PREFIX;
 use crate::protocol::encode::Event;
 use crate::protocol::socket_id::ConnId;
 
@@ -27,6 +29,9 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Users {
     state: Mutex<State>,
+    /// In a cluster, a node listens for `#server-to-user-{id}` while the user has a socket
+    /// signed in on it.
+    cluster: Option<ClusterChannels>,
 }
 
 #[derive(Serialize)]
@@ -47,7 +52,24 @@ fn watchlist_frame(events: Vec<WatchEvent<'_>>) -> Bytes {
         .to_frame()
 }
 
+/// How `terminate_connections` closes a user's sockets: 4009, so pusher-js does not
+/// reconnect them on its own.
+pub fn termination() -> CloseRequest {
+    CloseRequest {
+        code: Some(crate::protocol::codes::UNAUTHORIZED),
+        reason: "Connection terminated by the app".to_string(),
+        announce: true,
+    }
+}
+
 impl Users {
+    pub fn new(cluster: Option<ClusterChannels>) -> Self {
+        Users {
+            state: Mutex::default(),
+            cluster,
+        }
+    }
+
     /// Records `conn` as signed in as `user`. With a watchlist, the socket is sent the
     /// current online/offline status of the users it watches and will hear of changes.
     /// The user's first socket announces `online` to its watchers.
@@ -64,6 +86,9 @@ impl Users {
         sockets.insert(conn, outbox.clone());
         if first {
             announce(&st, user, "online", Some(conn));
+            if let Some(cluster) = &self.cluster {
+                cluster.want(&format!("{USER_CHANNEL_PREFIX}{user}"));
+            }
         }
         if watchlist.is_empty() {
             return;
@@ -114,6 +139,9 @@ impl Users {
         if sockets.is_empty() {
             st.signed_in.remove(user);
             announce(&st, user, "offline", None);
+            if let Some(cluster) = &self.cluster {
+                cluster.unwant(&format!("{USER_CHANNEL_PREFIX}{user}"));
+            }
         }
     }
 

@@ -20,8 +20,10 @@ use redis::Script;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, watch};
 
-use super::{Cluster, Outgoing, PresenceOp, Queues, scripts, wire};
+use super::{Cluster, Outgoing, PresenceOp, Queues, TERMINATE, scripts, wire};
 use crate::apps::AppStore;
+use crate::channels::users::termination;
+use crate::protocol::channel::USER_CHANNEL_PREFIX;
 use crate::protocol::socket_id::SocketId;
 
 /// Longest pause between two attempts to reach Redis.
@@ -668,6 +670,13 @@ fn deliver(ctx: &LinkContext, key: &str, payload: &[u8]) {
         app.registry.apply_member_event(channel, event);
         return;
     }
+    let user = channel.strip_prefix(USER_CHANNEL_PREFIX);
+    if let Some(user) = user
+        && payload == TERMINATE
+    {
+        app.users.terminate(user, &termination());
+        return;
+    }
     let payload = Bytes::copy_from_slice(payload);
     let Some(delivery) = wire::decode(&payload) else {
         tracing::debug!("cluster: ignored a message on {key} that is not Crier's");
@@ -682,5 +691,8 @@ fn deliver(ctx: &LinkContext, key: &str, payload: &[u8]) {
         .and_then(SocketId::parse)
         .filter(|id| id.node == ctx.socket_node)
         .map(|id| id.conn);
-    app.registry.publish(channel, &delivery.frame, except);
+    match user {
+        Some(user) => app.users.send(user, &delivery.frame, except),
+        None => app.registry.publish(channel, &delivery.frame, except),
+    };
 }

@@ -156,6 +156,9 @@ impl Cluster {
     }
 }
 
+/// The message that asks every node to close a user's sockets (`terminate_connections`).
+pub const TERMINATE: &[u8] = b"T1";
+
 /// What a registry needs to tell the cluster about its channels.
 #[derive(Debug, Clone)]
 pub struct ClusterChannels {
@@ -184,6 +187,20 @@ impl ClusterChannels {
 
     pub fn is_down(&self) -> bool {
         self.cluster.is_down()
+    }
+
+    /// Asks every node to close the sockets signed in as `user`.
+    pub fn terminate(&self, user: &str) {
+        let outgoing = Outgoing {
+            key: self.cluster.key(
+                &self.app_id,
+                &format!("{}{user}", crate::protocol::channel::USER_CHANNEL_PREFIX),
+            ),
+            payload: Bytes::from_static(TERMINATE),
+        };
+        if self.cluster.outgoing.try_send(outgoing).is_err() {
+            self.cluster.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A user's first socket on this node joined `channel`.

@@ -277,6 +277,9 @@ fn publish(app: &App, event: &Prepared<'_>) {
             Ok(spec) if spec.kind == ChannelKind::User => {
                 let user = ch.strip_prefix(channel::USER_CHANNEL_PREFIX).unwrap_or("");
                 app.users.send(user, &frame, event.except);
+                if let Some(cluster) = &app.cluster {
+                    cluster.publish(ch, event.except_id.as_deref(), &frame);
+                }
             }
             Ok(spec) if spec.cache => {
                 app.registry.publish_cached(

@@ -2,17 +2,12 @@
 //! user with 4009, so pusher-js does not reconnect it on its own.
 
 use super::auth::VerifiedRequest;
-use crate::channels::CloseRequest;
-use crate::protocol::codes;
+use crate::channels::users::termination;
 
 pub fn terminate(req: &VerifiedRequest, user_id: &str) -> String {
-    req.app.users.terminate(
-        user_id,
-        &CloseRequest {
-            code: Some(codes::UNAUTHORIZED),
-            reason: "Connection terminated by the app".to_string(),
-            announce: true,
-        },
-    );
+    req.app.users.terminate(user_id, &termination());
+    if let Some(cluster) = &req.app.cluster {
+        cluster.terminate(user_id);
+    }
     "{}".to_string()
 }
