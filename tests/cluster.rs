@@ -594,3 +594,30 @@ async fn events_to_a_user_and_terminating_a_user_reach_every_node() {
     // Nobody signed in as zoe anywhere: no node listens for her any more.
     wait_listeners(&redis, "u1", "#server-to-user-zoe", 0).await;
 }
+
+#[tokio::test]
+async fn a_cache_channel_s_last_event_is_shared_by_every_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "k1", "a").await;
+    let b = node(&redis, "k1", "b").await;
+    let channel = fresh_channel("cache-shared-");
+    // Nobody anywhere has seen the channel: a miss.
+    let mut first = b.client().await;
+    first.subscribe(&channel).await;
+    let miss = first.recv_json().await;
+    assert_eq!(miss["event"], "pusher:cache_miss", "{miss}");
+    drop(first);
+    wait_listeners(&redis, "k1", &channel, 0).await;
+
+    // Published on node a while nobody listens; a newcomer on node b still gets it.
+    a.api().publish(&channel, "price", "42").await;
+    let mut late = b.client().await;
+    late.subscribe(&channel).await;
+    expect_event(&mut late, &channel, "price", "42").await;
+    // Node b keeps what it hears from then on for its own newcomers too.
+    a.api().publish(&channel, "price", "43").await;
+    expect_event(&mut late, &channel, "price", "43").await;
+    let mut later = b.client().await;
+    later.subscribe(&channel).await;
+    expect_event(&mut later, &channel, "price", "43").await;
+}

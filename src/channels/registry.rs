@@ -649,6 +649,18 @@ impl Registry {
         push_all(ch, frame, except)
     }
 
+    /// Keeps a cache channel's event without sending it (read from the cluster for the
+    /// channel's first subscribers on this node).
+    pub fn keep_cached(&self, channel: &str, frame: &Bytes, data: &str, ttl: Duration) {
+        let mut shard = self.shard(channel).write();
+        let ch = shard.entry(Arc::from(channel)).or_default();
+        ch.cache = Some(Cached {
+            frame: frame.clone(),
+            data: Arc::from(data),
+            expires: Instant::now() + ttl,
+        });
+    }
+
     /// Publishes to a cache channel and keeps the event for `ttl`.
     pub fn publish_cached(
         &self,

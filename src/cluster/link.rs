@@ -229,6 +229,9 @@ impl Session<'_> {
             if ready.is_ok() && is_presence(&cluster, &change.key) {
                 ready = self.snapshot(&change.key).await;
             }
+            if ready.is_ok() && change.confirm {
+                ready = fetch_cache(self.ctx, &mut self.publisher, &change.key).await;
+            }
         }
         // Heard now, or Redis failed meanwhile: either way nobody waits any longer.
         for change in all.iter().filter(|c| c.confirm) {
@@ -269,6 +272,9 @@ impl Session<'_> {
                     if done.is_ok() && change.desired && is_presence(&cluster, &change.key) {
                         done = snapshot(ctx, scripts, &mut commands, &change.key).await;
                     }
+                    if done.is_ok() && change.confirm {
+                        done = fetch_cache(ctx, &mut commands, &change.key).await;
+                    }
                     if let Err(e) = done {
                         // Redis failed: nobody waits for a channel it cannot hear.
                         for rest in changes[i..].iter().filter(|c| c.confirm) {
@@ -292,6 +298,14 @@ impl Session<'_> {
                 }
                 let mut pipe = redis::pipe();
                 for message in batch.drain(..) {
+                    if let Some((key, frame, ttl)) = &message.cache {
+                        pipe.cmd("SET")
+                            .arg(key)
+                            .arg(&frame[..])
+                            .arg("PX")
+                            .arg(ttl.as_millis().max(1) as u64)
+                            .ignore();
+                    }
                     pipe.publish(message.key, &message.payload[..]).ignore();
                 }
                 if let Err(e) = pipe.query_async::<()>(&mut publisher).await {
@@ -649,6 +663,54 @@ async fn lease_round(
     Ok(())
 }
 
+/// Before a cache channel's first local subscribers are acknowledged: the last event the
+/// cluster keeps for it, so they get it (or `cache_miss`) as on the node that published it.
+async fn fetch_cache(
+    ctx: &LinkContext,
+    conn: &mut MultiplexedConnection,
+    key: &str,
+) -> redis::RedisResult<()> {
+    let Some((app_id, channel)) = ctx.cluster.parse_key(key) else {
+        return Ok(());
+    };
+    if !crate::protocol::channel::classify(channel).is_ok_and(|s| s.cache) {
+        return Ok(());
+    }
+    let Some(app) = ctx.apps.by_id(app_id) else {
+        return Ok(());
+    };
+    let (frame, ttl_ms): (Option<Vec<u8>>, i64) = redis::pipe()
+        .cmd("GET")
+        .arg(ctx.cluster.cache_key(app_id, channel))
+        .cmd("PTTL")
+        .arg(ctx.cluster.cache_key(app_id, channel))
+        .query_async(conn)
+        .await?;
+    if let Some(frame) = frame
+        && ttl_ms > 0
+        && let Some(data) = frame_data(&frame)
+    {
+        app.registry.keep_cached(
+            channel,
+            &Bytes::from(frame),
+            &data,
+            Duration::from_millis(ttl_ms as u64),
+        );
+    }
+    Ok(())
+}
+
+/// The `data` string of an encoded event frame (server frames are unmasked).
+fn frame_data(frame: &[u8]) -> Option<String> {
+    let header = match frame.get(1)? & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    let event: serde_json::Value = serde_json::from_slice(frame.get(header..)?).ok()?;
+    event["data"].as_str().map(str::to_string)
+}
+
 /// Acknowledges the subscribers that waited for `key` to be heard.
 fn confirm(ctx: &LinkContext, key: &str) {
     if let Some((app_id, channel)) = ctx.cluster.parse_key(key)
@@ -691,8 +753,20 @@ fn deliver(ctx: &LinkContext, key: &str, payload: &[u8]) {
         .and_then(SocketId::parse)
         .filter(|id| id.node == ctx.socket_node)
         .map(|id| id.conn);
-    match user {
-        Some(user) => app.users.send(user, &delivery.frame, except),
-        None => app.registry.publish(channel, &delivery.frame, except),
-    };
+    if user.is_some() || !crate::protocol::channel::classify(channel).is_ok_and(|s| s.cache) {
+        match user {
+            Some(user) => app.users.send(user, &delivery.frame, except),
+            None => app.registry.publish(channel, &delivery.frame, except),
+        };
+        return;
+    }
+    // A cache channel: this node keeps the event too, for its next subscribers.
+    let data = frame_data(&delivery.frame).unwrap_or_default();
+    app.registry.publish_cached(
+        channel,
+        &delivery.frame,
+        &data,
+        app.config.cache_ttl,
+        except,
+    );
 }

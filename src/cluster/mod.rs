@@ -25,6 +25,7 @@ pub mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -40,6 +41,9 @@ pub const PUBLISH_QUEUE: usize = 16 * 1024;
 pub struct Outgoing {
     pub key: String,
     pub payload: Bytes,
+    /// A cache channel's event, also kept in Redis for subscribers on nodes that were not
+    /// listening: the key, the frame, and its time to live.
+    pub cache: Option<(String, Bytes, Duration)>,
 }
 
 /// A node-level presence transition on its way to Redis: a user's first socket on this node
@@ -146,10 +150,35 @@ impl Cluster {
     /// Sends a publish that was delivered locally to the other nodes. Never waits: a full
     /// queue (Redis away or too slow) drops the message and counts it.
     pub fn publish(&self, app_id: &str, channel: &str, except: Option<&str>, frame: &Bytes) {
-        let outgoing = Outgoing {
+        self.send(Outgoing {
             key: self.key(app_id, channel),
             payload: wire::encode(&self.node_id, except, frame),
-        };
+            cache: None,
+        });
+    }
+
+    /// Like [`Cluster::publish`] for a cache channel: the event is also kept in Redis for `ttl`.
+    pub fn publish_cached(
+        &self,
+        app_id: &str,
+        channel: &str,
+        except: Option<&str>,
+        frame: &Bytes,
+        ttl: Duration,
+    ) {
+        self.send(Outgoing {
+            key: self.key(app_id, channel),
+            payload: wire::encode(&self.node_id, except, frame),
+            cache: Some((self.cache_key(app_id, channel), frame.clone(), ttl)),
+        });
+    }
+
+    /// Where a cache channel's last event is kept.
+    pub fn cache_key(&self, app_id: &str, channel: &str) -> String {
+        format!("{}:{app_id}:cache:{channel}", self.prefix)
+    }
+
+    fn send(&self, outgoing: Outgoing) {
         if self.outgoing.try_send(outgoing).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -185,22 +214,31 @@ impl ClusterChannels {
         self.cluster.publish(&self.app_id, channel, except, frame);
     }
 
+    pub fn publish_cached(
+        &self,
+        channel: &str,
+        except: Option<&str>,
+        frame: &Bytes,
+        ttl: Duration,
+    ) {
+        self.cluster
+            .publish_cached(&self.app_id, channel, except, frame, ttl);
+    }
+
     pub fn is_down(&self) -> bool {
         self.cluster.is_down()
     }
 
     /// Asks every node to close the sockets signed in as `user`.
     pub fn terminate(&self, user: &str) {
-        let outgoing = Outgoing {
+        self.cluster.send(Outgoing {
             key: self.cluster.key(
                 &self.app_id,
                 &format!("{}{user}", crate::protocol::channel::USER_CHANNEL_PREFIX),
             ),
             payload: Bytes::from_static(TERMINATE),
-        };
-        if self.cluster.outgoing.try_send(outgoing).is_err() {
-            self.cluster.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+            cache: None,
+        });
     }
 
     /// A user's first socket on this node joined `channel`.

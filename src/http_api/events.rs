@@ -289,6 +289,14 @@ fn publish(app: &App, event: &Prepared<'_>) {
                     app.config.cache_ttl,
                     event.except,
                 );
+                if let Some(cluster) = &app.cluster {
+                    cluster.publish_cached(
+                        ch,
+                        event.except_id.as_deref(),
+                        &frame,
+                        app.config.cache_ttl,
+                    );
+                }
             }
             _ => {
                 app.registry.publish(ch, &frame, event.except);
