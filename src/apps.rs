@@ -18,6 +18,8 @@ pub struct App {
     /// The other nodes, when the server is part of a cluster.
     pub cluster: Option<ClusterChannels>,
     connections: AtomicUsize,
+    /// In a cluster: the other nodes' connections, as last read from Redis (each second).
+    remote_connections: AtomicUsize,
 }
 
 /// Holds one of an app's connection slots; the slot is released on drop.
@@ -43,12 +45,17 @@ impl App {
             cluster,
             config,
             connections: AtomicUsize::new(0),
+            remote_connections: AtomicUsize::new(0),
         }
     }
 
     /// Takes a connection slot unless the app is at its `max_connections`.
     pub fn try_connect(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        let limit = self.config.max_connections.unwrap_or(usize::MAX);
+        let limit = self
+            .config
+            .max_connections
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.remote_connections.load(Ordering::Relaxed));
         self.connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
@@ -59,6 +66,11 @@ impl App {
 
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// The other nodes' connections to this app (cluster only).
+    pub fn set_remote_connections(&self, n: usize) {
+        self.remote_connections.store(n, Ordering::Relaxed);
     }
 }
 

@@ -621,3 +621,59 @@ async fn a_cache_channel_s_last_event_is_shared_by_every_node() {
     later.subscribe(&channel).await;
     expect_event(&mut later, &channel, "price", "43").await;
 }
+
+/// Reads frames until a `pusher_internal:subscription_count` with `n` arrives.
+async fn expect_count(client: &mut Client, channel: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no subscription_count {n} on {channel}");
+        let frame = client.recv_json_within(left).await;
+        if frame["event"] == "pusher_internal:subscription_count"
+            && data_json(&frame)["subscription_count"] == n
+        {
+            assert_eq!(frame["channel"], channel);
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn subscription_count_events_carry_the_cluster_count() {
+    let redis = RedisServer::start();
+    let mut config = test_config();
+    config.cluster.redis_url = Some(redis.url());
+    config.cluster.prefix = "sc".into();
+    config.apps[0].subscription_count_events = true;
+    let a = Server::start(config.clone()).await;
+    let b = Server::start(config).await;
+    let channel = fresh_channel("counted-live-");
+    let mut watcher = a.client().await;
+    watcher.subscribe(&channel).await;
+    let mut second = a.client().await;
+    second.subscribe(&channel).await;
+    let mut remote = b.client().await;
+    remote.subscribe(&channel).await;
+    expect_count(&mut watcher, &channel, 3).await;
+    expect_count(&mut remote, &channel, 3).await;
+    drop(remote);
+    expect_count(&mut watcher, &channel, 2).await;
+}
+
+#[tokio::test]
+async fn max_connections_holds_across_the_cluster() {
+    let redis = RedisServer::start();
+    let mut config = test_config();
+    config.cluster.redis_url = Some(redis.url());
+    config.cluster.prefix = "mc".into();
+    config.apps[0].max_connections = Some(3);
+    let a = Server::start(config.clone()).await;
+    let b = Server::start(config).await;
+    let _one = a.client().await;
+    let _two = a.client().await;
+    // Each node writes its count and reads the others' once a second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let _three = b.client().await;
+    let mut four = Client::open(b.addr, "/app/app-key?protocol=7", None).await;
+    four.expect_error_then_close(4004).await;
+}

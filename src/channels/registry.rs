@@ -76,6 +76,8 @@ struct Channel {
     replica: Option<Box<Replica>>,
     cache: Option<Cached>,
     count_sent: Option<Instant>,
+    /// The cluster-wide count last sent (cluster only).
+    count_last: usize,
     count_pending: bool,
 }
 
@@ -111,6 +113,8 @@ pub struct Registry {
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
     subscription_counts: bool,
+    /// Send subscription counts, cluster-wide ones, through the cluster link.
+    cluster_counts: bool,
     /// Channels whose count changed within `COUNT_INTERVAL` of the last one sent.
     pending_counts: Mutex<Vec<Arc<str>>>,
     /// Told of each channel's first local subscriber and of its last.
@@ -129,11 +133,14 @@ impl Default for Registry {
 impl Registry {
     /// `subscription_counts`: send `pusher_internal:subscription_count` on non-presence
     /// channels when their subscriber count changes.
+    /// In a cluster the counts are the cluster's: the link sends them (see
+    /// [`Registry::send_cluster_count`]), not the registry.
     pub fn new(subscription_counts: bool, cluster: Option<ClusterChannels>) -> Self {
         Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
-            subscription_counts,
+            subscription_counts: subscription_counts && cluster.is_none(),
+            cluster_counts: subscription_counts && cluster.is_some(),
             pending_counts: Mutex::new(Vec::new()),
             cluster,
             touched: Mutex::new(Vec::new()),
@@ -153,6 +160,45 @@ impl Registry {
         names.sort_unstable();
         names.dedup();
         names
+    }
+
+    /// Whether this app's subscribers get cluster-wide subscription counts.
+    pub fn wants_cluster_counts(&self) -> bool {
+        self.cluster_counts
+    }
+
+    /// Non-presence channels with local subscribers: the ones that get counts.
+    pub fn counted_channels(&self) -> Vec<Arc<str>> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            out.extend(
+                shard
+                    .iter()
+                    .filter(|(_, ch)| ch.members.is_none() && !ch.subscribers.is_empty())
+                    .map(|(name, _)| name.clone()),
+            );
+        }
+        out
+    }
+
+    /// Sends `pusher_internal:subscription_count` with the cluster's `total` to the local
+    /// subscribers of `channel`, when it differs from the last one sent.
+    pub fn send_cluster_count(&self, channel: &str, total: usize) {
+        let mut shard = self.shard(channel).write();
+        let Some(ch) = shard.get_mut(channel) else {
+            return;
+        };
+        if ch.members.is_some() || ch.subscribers.is_empty() || ch.count_last == total {
+            return;
+        }
+        ch.count_last = total;
+        let data = format!("{{\"subscription_count\":{total}}}");
+        let frame = Event::new("pusher_internal:subscription_count")
+            .channel(channel)
+            .text(&data)
+            .to_frame();
+        push_all(ch, &frame, None);
     }
 
     /// Sockets subscribed to `channel` on this node.

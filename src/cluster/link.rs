@@ -342,6 +342,16 @@ impl Session<'_> {
                 }
             }
         };
+        let mut totals_conn = self.publisher.clone();
+        let subscription_counts = async {
+            let mut tick = tokio::time::interval(crate::channels::registry::COUNT_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = send_cluster_counts(ctx, &mut totals_conn).await {
+                    return e.to_string();
+                }
+            }
+        };
         let receiving = async {
             while let Some(message) = stream.next().await {
                 deliver(ctx, message.get_channel_name(), message.get_payload_bytes());
@@ -354,6 +364,7 @@ impl Session<'_> {
             e = presence_ops => e,
             e = leases => e,
             e = counts => e,
+            e = subscription_counts => e,
             e = receiving => e,
         }
     }
@@ -606,6 +617,71 @@ async fn write_touched_counts(
         return Ok(());
     }
     pipe.query_async::<()>(conn).await
+}
+
+/// Sends each counted channel's cluster-wide subscription count to its local subscribers
+/// when it changed: at most once a second, as on a single node.
+async fn send_cluster_counts(
+    ctx: &LinkContext,
+    conn: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    share_connection_counts(ctx, conn).await?;
+    for app in ctx.apps.all().filter(|a| a.registry.wants_cluster_counts()) {
+        let channels = app.registry.counted_channels();
+        if channels.is_empty() {
+            continue;
+        }
+        let totals = super::queries::totals(&ctx.cluster, conn, &app.config.id, &channels).await?;
+        for (channel, total) in channels.iter().zip(totals) {
+            app.registry.send_cluster_count(channel, total);
+        }
+    }
+    Ok(())
+}
+
+/// Writes this node's connection count per app and reads the other nodes', so that
+/// `max_connections` holds across the cluster. Between two reads (a second) the nodes admit
+/// independently: a burst can overshoot the limit by what arrives in that second.
+async fn share_connection_counts(
+    ctx: &LinkContext,
+    conn: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    let limited: Vec<_> = ctx
+        .apps
+        .all()
+        .filter(|a| a.config.max_connections.is_some())
+        .collect();
+    if limited.is_empty() {
+        return Ok(());
+    }
+    let cluster = &ctx.cluster;
+    let mut pipe = redis::pipe();
+    for app in &limited {
+        pipe.cmd("HSET")
+            .arg(cluster.connections_key(&cluster.node_id))
+            .arg(&app.config.id)
+            .arg(app.connection_count())
+            .ignore();
+    }
+    pipe.cmd("SMEMBERS")
+        .arg(format!("{}:nodes", cluster.prefix));
+    let (nodes,): (Vec<String>,) = pipe.query_async(conn).await?;
+    let others: Vec<&String> = nodes.iter().filter(|n| **n != *cluster.node_id).collect();
+    for app in &limited {
+        let mut pipe = redis::pipe();
+        for node in &others {
+            pipe.cmd("HGET")
+                .arg(cluster.connections_key(node))
+                .arg(&app.config.id);
+        }
+        let counts: Vec<Option<usize>> = if others.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(conn).await?
+        };
+        app.set_remote_connections(counts.into_iter().flatten().sum());
+    }
+    Ok(())
 }
 
 async fn renew(ctx: &LinkContext, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {

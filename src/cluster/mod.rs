@@ -122,6 +122,11 @@ impl Cluster {
         format!("{}:node:{node}:subs", self.prefix)
     }
 
+    /// This node's connection count per app id.
+    pub fn connections_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:conns", self.prefix)
+    }
+
     /// Redis is known to be unreachable: presence is kept locally until it is back.
     pub fn is_down(&self) -> bool {
         self.interest.is_down()

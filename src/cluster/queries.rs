@@ -125,3 +125,32 @@ async fn read(
         .collect();
     Ok(out)
 }
+
+/// Cluster-wide subscription counts of `channels` (0 where nobody is subscribed).
+pub async fn totals(
+    cluster: &Cluster,
+    conn: &mut redis::aio::MultiplexedConnection,
+    app_id: &str,
+    channels: &[std::sync::Arc<str>],
+) -> redis::RedisResult<Vec<usize>> {
+    let nodes: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{}:nodes", cluster.prefix))
+        .query_async(&mut *conn)
+        .await?;
+    if nodes.is_empty() || channels.is_empty() {
+        return Ok(vec![0; channels.len()]);
+    }
+    let mut pipe = redis::pipe();
+    for channel in channels {
+        for node in &nodes {
+            pipe.cmd("HGET")
+                .arg(cluster.counts_key(node))
+                .arg(format!("{app_id}\n{channel}"));
+        }
+    }
+    let counts: Vec<Option<usize>> = pipe.query_async(&mut *conn).await?;
+    Ok(counts
+        .chunks(nodes.len())
+        .map(|per_node| per_node.iter().flatten().sum())
+        .collect())
+}

@@ -8,6 +8,7 @@
 //! - `P:node:N:alive`: the node's lease, a few seconds long, refreshed every second;
 //! - `P:node:N:presence`: what the node registered, as `A\nC\nU` entries;
 //! - `P:node:N:subs`: the node's subscription count per `A\nC` (for the HTTP API);
+//! - `P:node:N:conns`: the node's connection count per app (for `max_connections`);
 //! - `P:A:presence:C:info`: user id to `user_info` (the cluster's member list);
 //! - `P:A:presence:C:n`: user id to how many nodes have a socket of that user;
 //! - `P:A:presence:C:v`: the channel's presence version, one more per member event.
@@ -84,6 +85,7 @@ for _, e in ipairs(entries) do
 end
 redis.call('DEL', set)
 redis.call('DEL', p .. ':node:' .. node .. ':subs')
+redis.call('DEL', p .. ':node:' .. node .. ':conns')
 if ARGV[3] ~= '1' then redis.call('SREM', p .. ':nodes', node) end
 return #entries
 "#;
