@@ -70,6 +70,11 @@ if wants browser && [ ! -x "$CHROMIUM_BIN" ]; then
   apt_install chromium || true
   [ -x "$CHROMIUM_BIN" ] || MISSING+=("Chromium at $CHROMIUM_BIN (apt-get install chromium, or set CHROMIUM_BIN)")
 fi
+# node/cluster.test.mjs starts its own redis-server (and fails, never skips, without one).
+if wants node && [ -z "${REDIS_SERVER_BIN:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
+  apt_install redis-server || true
+  command -v redis-server >/dev/null 2>&1 || MISSING+=("redis-server for node/cluster.test.mjs (apt-get install redis-server, or set REDIS_SERVER_BIN)")
+fi
 if [ ${#MISSING[@]} -gt 0 ]; then
   for m in "${MISSING[@]}"; do printf '[compat] MISSING: %s\n' "$m" >&2; done
   die "cannot run the compatibility tests without the above"
@@ -98,27 +103,34 @@ if wants python; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Every Crier the tests start is listed here; whatever is still running at exit is killed.
+# Every Crier (and redis-server, for the cluster test) the tests start is listed here; whatever
+# is still running at exit is killed.
 # ---------------------------------------------------------------------------------------------
-export CRIER_COMPAT_PIDFILE
+export CRIER_COMPAT_PIDFILE CRIER_COMPAT_REDIS_PIDFILE
 CRIER_COMPAT_PIDFILE="$(mktemp "${TMPDIR:-/tmp}/crier-compat-pids.XXXXXX")"
-cleanup() {
+CRIER_COMPAT_REDIS_PIDFILE="$(mktemp "${TMPDIR:-/tmp}/crier-compat-redis-pids.XXXXXX")"
+REDIS_SERVER_EXE="$(readlink -f "${REDIS_SERVER_BIN:-$(command -v redis-server || echo /nonexistent)}" 2>/dev/null || true)"
+kill_leftovers() { # pidfile, executable, label
   local pid
   while read -r pid; do
     [ -n "$pid" ] || continue
-    # Only a process that is still a Crier binary (the pid may have been reused).
-    if [ "$(readlink "/proc/$pid/exe" 2>/dev/null || true)" = "$(readlink -f "$CRIER_BIN")" ]; then
+    # Only a process that still runs that executable (the pid may have been reused).
+    if [ -n "$2" ] && [ "$(readlink "/proc/$pid/exe" 2>/dev/null || true)" = "$2" ]; then
       kill -KILL "$pid" 2>/dev/null || true
-      say "killed leftover crier (pid $pid)"
+      say "killed leftover $3 (pid $pid)"
     fi
-  done <"$CRIER_COMPAT_PIDFILE"
-  rm -f "$CRIER_COMPAT_PIDFILE"
+  done <"$1"
+  rm -f "$1"
+}
+cleanup() {
+  kill_leftovers "$CRIER_COMPAT_PIDFILE" "$(readlink -f "$CRIER_BIN")" crier
+  kill_leftovers "$CRIER_COMPAT_REDIS_PIDFILE" "$REDIS_SERVER_EXE" redis-server
 }
 trap cleanup EXIT
 
 say "crier: $CRIER_BIN"
 pkg_version() { node -p "JSON.parse(require('fs').readFileSync('node_modules/$1/package.json', 'utf8')).version"; }
-say "node $(node --version), pusher-js $(pkg_version pusher-js), laravel-echo $(pkg_version laravel-echo), pusher (node) $(pkg_version pusher), playwright-core $(pkg_version playwright-core), $("$CHROMIUM_BIN" --version 2>/dev/null | head -1 || true)"
+say "node $(node --version), pusher-js $(pkg_version pusher-js), laravel-echo $(pkg_version laravel-echo), pusher (node) $(pkg_version pusher), playwright-core $(pkg_version playwright-core), $("$CHROMIUM_BIN" --version 2>/dev/null | head -1 || true), $("${REDIS_SERVER_BIN:-redis-server}" --version 2>/dev/null | cut -d' ' -f1-3 || true)"
 
 declare -A RESULT
 FAILED=0

@@ -4,9 +4,10 @@
 // on purpose, to send garbage.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, appendFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, appendFileSync, existsSync, rmSync, accessSync, constants as fsConstants } from 'node:fs';
+import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { createHmac } from 'node:crypto';
@@ -32,7 +33,7 @@ export const ENCRYPTION_MASTER_KEY_B64 = Buffer.from('crier-compat-e2e-master-ke
 
 const LISTENING_RE = /listening on [^\s:]+:(\d+)/;
 
-/** Every Crier process this test process started and has not yet seen exit. */
+/** Every Crier (and redis-server) process this test process started and has not yet seen exit. */
 const live = new Set();
 
 function killAllNow() {
@@ -66,7 +67,7 @@ function configToml(app, extraApp = {}, server = {}) {
  * free port, which it announces on stdout. Resolves to a handle with `port`, `stop()`,
  * `logs()`. `appOptions` adds settings to the `[[apps]]` entry of the config file.
  */
-export async function startCrier({ port = 0, appOptions = {}, serverOptions = {}, timeoutMs = 15000 } = {}) {
+export async function startCrier({ port = 0, appOptions = {}, serverOptions = {}, cluster, timeoutMs = 15000 } = {}) {
   if (!existsSync(CRIER_BIN)) {
     throw new Error(`Crier binary not found at ${CRIER_BIN} (build it with cargo build --release, or set CRIER_BIN)`);
   }
@@ -74,10 +75,16 @@ export async function startCrier({ port = 0, appOptions = {}, serverOptions = {}
   const configFile = join(dir, 'crier.toml');
   writeFileSync(configFile, configToml(APP, appOptions, serverOptions));
 
-  const child = spawn(CRIER_BIN, ['--host', '127.0.0.1', '--port', String(port), '--config', configFile], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
-  });
+  const args = ['--host', '127.0.0.1', '--port', String(port), '--config', configFile];
+  if (cluster) {
+    args.push('--redis-url', cluster.redisUrl);
+    if (cluster.prefix !== undefined) args.push('--redis-prefix', cluster.prefix);
+    if (cluster.nodeId !== undefined) args.push('--node-id', cluster.nodeId);
+  }
+  // A cluster only when asked for: never through CRIER_REDIS_* left in the caller's environment.
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' };
+  for (const k of ['CRIER_REDIS_URL', 'CRIER_REDIS_PREFIX', 'CRIER_NODE_ID']) delete env[k];
+  const child = spawn(CRIER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   live.add(child);
   if (process.env.CRIER_COMPAT_PIDFILE) {
     appendFileSync(process.env.CRIER_COMPAT_PIDFILE, `${child.pid}\n`);
@@ -120,11 +127,44 @@ export async function startCrier({ port = 0, appOptions = {}, serverOptions = {}
     });
   });
 
+  const logWaiters = new Set();
+  child.stdout.on('data', () => logWaiters.forEach((w) => w()));
+  child.stderr.on('data', () => logWaiters.forEach((w) => w()));
+  /** Resolves with the first match of `re` in the output (stdout and stderr) so far or later. */
+  const waitLog = (re, { timeout = 5000, what = String(re) } = {}) =>
+    new Promise((res, rej) => {
+      const done = (fn, v) => {
+        logWaiters.delete(check);
+        clearTimeout(timer);
+        fn(v);
+      };
+      const check = () => {
+        const m = re.exec(log);
+        if (m) done(res, m);
+        else if (exitInfo) done(rej, new Error(`Crier exited (${JSON.stringify(exitInfo)}) before logging ${what}. Output:\n${log}`));
+      };
+      const timer = setTimeout(() => done(rej, new Error(`Crier did not log ${what} within ${timeout} ms. Output:\n${log}`)), timeout);
+      logWaiters.add(check);
+      exited.then(check);
+      check();
+    });
+  if (cluster) {
+    // Cross-node messages are dropped until the node's Redis link is up.
+    try {
+      await waitLog(/cluster: node (\S+) joined through Redis/, { timeout: timeoutMs, what: '"cluster: node … joined through Redis"' });
+    } catch (e) {
+      child.kill('SIGKILL');
+      throw e;
+    }
+  }
+
   const handle = {
     port: boundPort,
     pid: child.pid,
     wsHost: '127.0.0.1',
+    nodeId: cluster?.nodeId,
     logs: () => log,
+    waitLog,
     get running() {
       return exitInfo === null;
     },
@@ -145,6 +185,123 @@ export async function startCrier({ port = 0, appOptions = {}, serverOptions = {}
     },
   };
   return handle;
+}
+
+/** `redis-server` to start: `REDIS_SERVER_BIN`, else the first `redis-server` on the PATH. */
+export function redisServerBin() {
+  if (process.env.REDIS_SERVER_BIN) return existsSync(process.env.REDIS_SERVER_BIN) ? process.env.REDIS_SERVER_BIN : null;
+  for (const dir of (process.env.PATH || '').split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join(dir, 'redis-server');
+    try {
+      accessSync(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      /* not here */
+    }
+  }
+  return null;
+}
+
+/** A TCP port that was free a moment ago (bound to 0, then released). */
+export function freePort() {
+  return new Promise((res, rej) => {
+    const srv = createNetServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/**
+ * Starts a throw-away `redis-server` on 127.0.0.1 and a free port, with no persistence, for
+ * cluster tests. Throws (never skips) if `redis-server` is not installed. The pid goes to
+ * `$CRIER_COMPAT_REDIS_PIDFILE` (run.sh kills what is left at exit) and the process is
+ * SIGKILLed if the test process exits without `stop()`. Resolves to {port, url, pid, logs(),
+ * stop()}.
+ */
+export async function startRedis({ timeoutMs = 10000, attempts = 3 } = {}) {
+  const bin = redisServerBin();
+  if (!bin) {
+    const where = process.env.REDIS_SERVER_BIN ? `REDIS_SERVER_BIN=${process.env.REDIS_SERVER_BIN} does not exist` : 'no redis-server on the PATH';
+    throw new Error(`redis-server not found (${where}). The cluster compatibility test needs it: apt-get install redis-server`);
+  }
+  let lastError;
+  for (let attempt = 1; attempt <= attempts; attempt += 1) {
+    const port = await freePort();
+    try {
+      return await startRedisOn(bin, port, timeoutMs);
+    } catch (e) {
+      lastError = e;
+      // Another process may have taken the port between the probe and redis's bind: try again.
+      if (!/Address already in use/i.test(e.message)) break;
+    }
+  }
+  throw lastError;
+}
+
+async function startRedisOn(bin, port, timeoutMs) {
+  const child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  live.add(child);
+  if (process.env.CRIER_COMPAT_REDIS_PIDFILE) {
+    appendFileSync(process.env.CRIER_COMPAT_REDIS_PIDFILE, `${child.pid}\n`);
+  }
+  let log = '';
+  let exitInfo = null;
+  const exited = new Promise((res) => {
+    child.once('exit', (code, signal) => {
+      live.delete(child);
+      exitInfo = { code, signal };
+      res(exitInfo);
+    });
+  });
+  const spawnError = new Promise((_, rej) => child.once('error', (e) => rej(new Error(`cannot start ${bin}: ${e.message}`))));
+  try {
+    await Promise.race([
+      spawnError,
+      new Promise((res, rej) => {
+        const timer = setTimeout(() => rej(new Error(`redis-server did not get ready on port ${port} within ${timeoutMs} ms. Output:\n${log}`)), timeoutMs);
+        const onData = (b) => {
+          log += b;
+          if (/Ready to accept connections/.test(log)) {
+            clearTimeout(timer);
+            res();
+          }
+        };
+        child.stdout.on('data', onData);
+        child.stderr.on('data', onData);
+        exited.then(({ code, signal }) => {
+          clearTimeout(timer);
+          rej(new Error(`redis-server exited (code ${code}, signal ${signal}) before it was ready on port ${port}. Output:\n${log}`));
+        });
+      }),
+    ]);
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  }
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    pid: child.pid,
+    logs: () => log,
+    get running() {
+      return exitInfo === null;
+    },
+    /** SIGTERM (redis exits at once without persistence), SIGKILL after `graceMs`. */
+    async stop({ graceMs = 3000 } = {}) {
+      if (exitInfo) return exitInfo;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      const info = await exited;
+      clearTimeout(timer);
+      return info;
+    },
+  };
 }
 
 /** Server SDK (pusher-http-node) pointed at the running Crier. */
