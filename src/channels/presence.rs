@@ -76,32 +76,40 @@ impl Members {
         self.users.keys().map(|k| k.to_string()).collect()
     }
 
-    /// The `subscription_succeeded` data: `{"presence":{"ids":[…],"hash":{…},"count":N}}`.
-    /// Users without `user_info` keep their key in `hash` with `null`.
+    /// The `subscription_succeeded` data for these members.
     pub(crate) fn snapshot_json(&self) -> String {
-        #[derive(Serialize)]
-        struct Presence<'a> {
-            ids: Vec<&'a str>,
-            hash: HashMap<&'a str, Option<&'a RawValue>>,
-            count: usize,
-        }
-        #[derive(Serialize)]
-        struct Wrapper<'a> {
-            presence: Presence<'a>,
-        }
-        let w = Wrapper {
-            presence: Presence {
-                ids: self.users.keys().map(|k| k.as_ref()).collect(),
-                hash: self
-                    .users
-                    .iter()
-                    .map(|(k, e)| (k.as_ref(), e.info.as_deref()))
-                    .collect(),
-                count: self.users.len(),
-            },
-        };
-        serde_json::to_string(&w).unwrap_or_default()
+        snapshot_json(
+            self.users
+                .iter()
+                .map(|(k, e)| (k.as_ref(), e.info.as_deref())),
+        )
     }
+}
+
+/// The `subscription_succeeded` data: `{"presence":{"ids":[…],"hash":{…},"count":N}}`.
+/// Users without `user_info` keep their key in `hash` with `null`.
+pub(crate) fn snapshot_json<'a>(
+    members: impl Iterator<Item = (&'a str, Option<&'a RawValue>)>,
+) -> String {
+    #[derive(Serialize)]
+    struct Presence<'a> {
+        ids: Vec<&'a str>,
+        hash: HashMap<&'a str, Option<&'a RawValue>>,
+        count: usize,
+    }
+    #[derive(Serialize)]
+    struct Wrapper<'a> {
+        presence: Presence<'a>,
+    }
+    let hash: HashMap<&str, Option<&RawValue>> = members.collect();
+    let w = Wrapper {
+        presence: Presence {
+            ids: hash.keys().copied().collect(),
+            count: hash.len(),
+            hash,
+        },
+    };
+    serde_json::to_string(&w).unwrap_or_default()
 }
 
 /// `member_added` data: `{"user_id":"…","user_info":…}`.

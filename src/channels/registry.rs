@@ -494,10 +494,19 @@ impl Registry {
         if let Some(user) = user {
             self.leave_local(ch, channel, &user);
         }
-        let empty = ch.subscribers.is_empty()
+        self.drop_if_unused(shard, channel);
+    }
+
+    /// A clustered presence channel nobody on this node subscribes to or waits for any more:
+    /// the node stops listening, and forgets it unless it keeps a fresh cached event.
+    fn drop_if_unused(&self, shard: &mut Shard, channel: &str) {
+        let Some(ch) = shard.get_mut(channel) else {
+            return;
+        };
+        let unused = ch.subscribers.is_empty()
             && ch.waiting.is_empty()
             && ch.replica.as_ref().is_none_or(|r| r.waiting.is_empty());
-        if empty {
+        if unused {
             self.maybe_last_local(ch, channel);
             if !ch.cache.as_ref().is_some_and(Cached::fresh) {
                 shard.remove(channel);
@@ -596,15 +605,7 @@ impl Registry {
                 local.leave(&w.member.user_id);
             }
         }
-        let empty = ch.subscribers.is_empty()
-            && ch.waiting.is_empty()
-            && ch.replica.as_ref().is_none_or(|r| r.waiting.is_empty());
-        if empty {
-            self.maybe_last_local(ch, channel);
-            if !ch.cache.as_ref().is_some_and(Cached::fresh) {
-                shard.remove(channel);
-            }
-        }
+        self.drop_if_unused(&mut shard, channel);
     }
 
     /// Redis went away: every presence socket still waiting joins from this node's replica.

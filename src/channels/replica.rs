@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::outbox::Outbox;
@@ -124,30 +123,9 @@ impl Replica {
         self.members.get(user_id).cloned().flatten()
     }
 
-    /// The `subscription_succeeded` data, like `Members::snapshot_json`.
+    /// The `subscription_succeeded` data, as on a single node.
     pub fn snapshot_json(&self) -> String {
-        #[derive(Serialize)]
-        struct Presence<'a> {
-            ids: Vec<&'a str>,
-            hash: HashMap<&'a str, Option<&'a RawValue>>,
-            count: usize,
-        }
-        #[derive(Serialize)]
-        struct Wrapper<'a> {
-            presence: Presence<'a>,
-        }
-        let w = Wrapper {
-            presence: Presence {
-                ids: self.members.keys().map(|k| k.as_ref()).collect(),
-                hash: self
-                    .members
-                    .iter()
-                    .map(|(k, v)| (k.as_ref(), v.as_deref()))
-                    .collect(),
-                count: self.members.len(),
-            },
-        };
-        serde_json::to_string(&w).unwrap_or_default()
+        super::presence::snapshot_json(self.members.iter().map(|(k, v)| (k.as_ref(), v.as_deref())))
     }
 }
 
