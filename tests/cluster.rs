@@ -677,3 +677,60 @@ async fn max_connections_holds_across_the_cluster() {
     let mut four = Client::open(b.addr, "/app/app-key?protocol=7", None).await;
     four.expect_error_then_close(4004).await;
 }
+
+/// The watchlist events in a frame, as `(name, user_ids)`.
+async fn watch_events(client: &mut Client) -> serde_json::Value {
+    let frame = client.recv_json().await;
+    assert_eq!(
+        frame["event"], "pusher_internal:watchlist_events",
+        "{frame}"
+    );
+    data_json(&frame)["events"].clone()
+}
+
+#[tokio::test]
+async fn watchlists_follow_a_user_across_the_cluster() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "w1", "a").await;
+    let b = node(&redis, "w1", "b").await;
+    let c = node(&redis, "w1", "c").await;
+    let mut watcher = a.client().await;
+    watcher
+        .signin(&json!({"id": "wat", "watchlist": ["zed"]}).to_string())
+        .await;
+    assert_eq!(
+        watch_events(&mut watcher).await,
+        json!([{"name": "offline", "user_ids": ["zed"]}])
+    );
+    wait_listeners(&redis, "w1", "#watch:zed", 1).await;
+
+    // Zed's first socket anywhere: online, once; a second one on another node: nothing.
+    let mut zed_b = b.client().await;
+    zed_b.signin_as("zed").await;
+    assert_eq!(
+        watch_events(&mut watcher).await,
+        json!([{"name": "online", "user_ids": ["zed"]}])
+    );
+    let mut zed_c = c.client().await;
+    zed_c.signin_as("zed").await;
+    watcher.expect_no_message(QUIET).await;
+
+    // A watcher signing in on a node where zed is not: told online.
+    let mut late = c.client().await;
+    late.signin(&json!({"id": "late", "watchlist": ["zed"]}).to_string())
+        .await;
+    assert_eq!(
+        watch_events(&mut late).await,
+        json!([{"name": "online", "user_ids": ["zed"]}])
+    );
+
+    // Offline only after zed's last socket anywhere.
+    drop(zed_b);
+    watcher.expect_no_message(QUIET).await;
+    drop(zed_c);
+    assert_eq!(
+        watch_events(&mut watcher).await,
+        json!([{"name": "offline", "user_ids": ["zed"]}])
+    );
+    watcher.expect_no_message(QUIET).await;
+}

@@ -24,6 +24,8 @@ type Sockets = HashMap<ConnId, Arc<Outbox>>;
 struct State {
     signed_in: HashMap<Arc<str>, Sockets>,
     watchers: HashMap<Arc<str>, Sockets>,
+    /// In a cluster: watched users known to be signed in somewhere, as Redis last said.
+    online_elsewhere: std::collections::HashSet<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +52,12 @@ fn watchlist_frame(events: Vec<WatchEvent<'_>>) -> Bytes {
     Event::new("pusher_internal:watchlist_events")
         .text(&data)
         .to_frame()
+}
+
+/// The pub/sub channel name (after the app) on which a user's cluster-wide online/offline
+/// changes are published.
+pub fn watch_channel(user: &str) -> String {
+    format!("#watch:{user}")
 }
 
 /// How `terminate_connections` closes a user's sockets: 4009, so pusher-js does not
@@ -85,9 +93,18 @@ impl Users {
         let first = sockets.is_empty();
         sockets.insert(conn, outbox.clone());
         if first {
-            announce(&st, user, "online", Some(conn));
-            if let Some(cluster) = &self.cluster {
-                cluster.want(&format!("{USER_CHANNEL_PREFIX}{user}"));
+            match &self.cluster {
+                None => announce(&st, user, "online", Some(conn)),
+                Some(cluster) => {
+                    cluster.want(&format!("{USER_CHANNEL_PREFIX}{user}"));
+                    // Online is a cluster transition, announced from Redis (locally while
+                    // Redis is away).
+                    if cluster.is_down() {
+                        announce(&st, user, "online", Some(conn));
+                    } else {
+                        cluster.signed_in(user);
+                    }
+                }
             }
         }
         if watchlist.is_empty() {
@@ -95,11 +112,16 @@ impl Users {
         }
         let (mut online, mut offline) = (Vec::new(), Vec::new());
         for watched in watchlist {
-            st.watchers
-                .entry(watched.clone())
-                .or_default()
-                .insert(conn, outbox.clone());
-            if st.signed_in.get(watched).is_some_and(|s| !s.is_empty()) {
+            let watchers = st.watchers.entry(watched.clone()).or_default();
+            if watchers.is_empty()
+                && let Some(cluster) = &self.cluster
+            {
+                cluster.want(&watch_channel(watched));
+            }
+            watchers.insert(conn, outbox.clone());
+            if st.signed_in.get(watched).is_some_and(|s| !s.is_empty())
+                || st.online_elsewhere.contains(watched)
+            {
                 online.push(watched.as_ref());
             } else {
                 offline.push(watched.as_ref());
@@ -129,6 +151,10 @@ impl Users {
                 w.remove(&conn);
                 if w.is_empty() {
                     st.watchers.remove(watched);
+                    st.online_elsewhere.remove(watched);
+                    if let Some(cluster) = &self.cluster {
+                        cluster.unwant(&watch_channel(watched));
+                    }
                 }
             }
         }
@@ -138,9 +164,17 @@ impl Users {
         sockets.remove(&conn);
         if sockets.is_empty() {
             st.signed_in.remove(user);
-            announce(&st, user, "offline", None);
-            if let Some(cluster) = &self.cluster {
-                cluster.unwant(&format!("{USER_CHANNEL_PREFIX}{user}"));
+            match &self.cluster {
+                None => announce(&st, user, "offline", None),
+                Some(cluster) => {
+                    cluster.unwant(&format!("{USER_CHANNEL_PREFIX}{user}"));
+                    if cluster.is_down() {
+                        announce(&st, user, "offline", None);
+                    } else {
+                        let user: Arc<str> = Arc::from(user);
+                        cluster.signed_out(&user);
+                    }
+                }
             }
         }
     }
@@ -167,6 +201,32 @@ impl Users {
             outbox.close(request.clone());
         }
         sockets.len()
+    }
+
+    /// Redis says `user` came online or went offline cluster-wide (or, read afresh, whether it
+    /// is online): local watchers hear of it when that changes what they were told.
+    pub fn cluster_status(&self, user: &str, online: bool, fresh_read: bool) {
+        let mut st = self.state.lock();
+        if !st.watchers.contains_key(user) {
+            return;
+        }
+        // A user signed in here is online, whatever a read racing its registration says, and
+        // the watchers were told so when they signed in.
+        let locally = st.signed_in.get(user).is_some_and(|s| !s.is_empty());
+        let online = online || (fresh_read && locally);
+        let changed = if online {
+            st.online_elsewhere.insert(Arc::from(user))
+        } else {
+            st.online_elsewhere.remove(user)
+        };
+        if changed && !(fresh_read && locally) {
+            announce(&st, user, if online { "online" } else { "offline" }, None);
+        }
+    }
+
+    /// Users signed in on this node (for asserting them anew in Redis).
+    pub fn signed_in_users(&self) -> Vec<Arc<str>> {
+        self.state.lock().signed_in.keys().cloned().collect()
     }
 
     pub fn is_online(&self, user: &str) -> bool {

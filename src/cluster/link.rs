@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Cluster, Outgoing, PresenceOp, Queues, TERMINATE, scripts, wire};
 use crate::apps::AppStore;
-use crate::channels::users::termination;
+use crate::channels::users::{termination, watch_channel};
 use crate::protocol::channel::USER_CHANNEL_PREFIX;
 use crate::protocol::socket_id::SocketId;
 
@@ -53,6 +53,8 @@ struct Scripts {
     leave: Script,
     snapshot: Script,
     cleanup: Script,
+    signed_in: Script,
+    signed_out: Script,
 }
 
 impl Scripts {
@@ -62,6 +64,8 @@ impl Scripts {
             leave: Script::new(scripts::LEAVE),
             snapshot: Script::new(scripts::SNAPSHOT),
             cleanup: Script::new(scripts::CLEANUP),
+            signed_in: Script::new(scripts::SIGNED_IN),
+            signed_out: Script::new(scripts::SIGNED_OUT),
         }
     }
 }
@@ -232,6 +236,9 @@ impl Session<'_> {
             if ready.is_ok() && change.confirm {
                 ready = fetch_cache(self.ctx, &mut self.publisher, &change.key).await;
             }
+            if ready.is_ok() {
+                ready = fetch_online(self.ctx, &mut self.publisher, &change.key).await;
+            }
         }
         // Heard now, or Redis failed meanwhile: either way nobody waits any longer.
         for change in all.iter().filter(|c| c.confirm) {
@@ -272,8 +279,11 @@ impl Session<'_> {
                     if done.is_ok() && change.desired && is_presence(&cluster, &change.key) {
                         done = snapshot(ctx, scripts, &mut commands, &change.key).await;
                     }
-                    if done.is_ok() && change.confirm {
+                    if done.is_ok() && change.desired {
                         done = fetch_cache(ctx, &mut commands, &change.key).await;
+                    }
+                    if done.is_ok() && change.desired {
+                        done = fetch_online(ctx, &mut commands, &change.key).await;
                     }
                     if let Err(e) = done {
                         // Redis failed: nobody waits for a channel it cannot hear.
@@ -410,6 +420,30 @@ impl Session<'_> {
                 }
             }
         }
+        let online_set = format!("{}:node:{}:online", self.prefix(), self.node());
+        let signed: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&online_set)
+            .query_async(&mut self.publisher)
+            .await?;
+        let mut local_signed = std::collections::HashSet::new();
+        for app in self.ctx.apps.all() {
+            let app_id: Arc<str> = Arc::from(app.config.id.as_str());
+            for user_id in app.users.signed_in_users() {
+                local_signed.insert(format!("{app_id}\n{user_id}"));
+                ops.push(PresenceOp::SignedIn {
+                    app_id: app_id.clone(),
+                    user_id,
+                });
+            }
+        }
+        for stale in signed.iter().filter(|e| !local_signed.contains(*e)) {
+            if let Some((a, u)) = stale.split_once('\n') {
+                ops.push(PresenceOp::SignedOut {
+                    app_id: Arc::from(a),
+                    user_id: Arc::from(u),
+                });
+            }
+        }
         for stale in held.iter().filter(|e| !local.contains(*e)) {
             let mut parts = stale.splitn(3, '\n');
             if let (Some(a), Some(c), Some(u)) = (parts.next(), parts.next(), parts.next()) {
@@ -486,7 +520,30 @@ async fn apply_presence(
 ) -> redis::RedisResult<()> {
     let cluster = &ctx.cluster;
     let node_set = format!("{}:node:{}:presence", cluster.prefix, cluster.node_id);
+    let online_set = format!("{}:node:{}:online", cluster.prefix, cluster.node_id);
     match op {
+        PresenceOp::SignedIn { app_id, user_id } => {
+            let _: i64 = scripts
+                .signed_in
+                .key(format!("{}:{app_id}:online", cluster.prefix))
+                .key(&online_set)
+                .arg(format!("{app_id}\n{user_id}"))
+                .arg(&*user_id)
+                .arg(cluster.key(&app_id, &watch_channel(&user_id)))
+                .invoke_async(conn)
+                .await?;
+        }
+        PresenceOp::SignedOut { app_id, user_id } => {
+            let _: i64 = scripts
+                .signed_out
+                .key(format!("{}:{app_id}:online", cluster.prefix))
+                .key(&online_set)
+                .arg(format!("{app_id}\n{user_id}"))
+                .arg(&*user_id)
+                .arg(cluster.key(&app_id, &watch_channel(&user_id)))
+                .invoke_async(conn)
+                .await?;
+        }
         PresenceOp::Join {
             app_id,
             channel,
@@ -776,6 +833,31 @@ async fn fetch_cache(
     Ok(())
 }
 
+/// For a watched user's channel: whether the user is signed in anywhere, read afresh (a node
+/// starts watching, or Redis is back).
+async fn fetch_online(
+    ctx: &LinkContext,
+    conn: &mut MultiplexedConnection,
+    key: &str,
+) -> redis::RedisResult<()> {
+    let Some((app_id, channel)) = ctx.cluster.parse_key(key) else {
+        return Ok(());
+    };
+    let Some(user) = channel.strip_prefix("#watch:") else {
+        return Ok(());
+    };
+    let Some(app) = ctx.apps.by_id(app_id) else {
+        return Ok(());
+    };
+    let nodes: Option<i64> = redis::cmd("HGET")
+        .arg(format!("{}:{app_id}:online", ctx.cluster.prefix))
+        .arg(user)
+        .query_async(conn)
+        .await?;
+    app.users.cluster_status(user, nodes.unwrap_or(0) > 0, true);
+    Ok(())
+}
+
 /// The `data` string of an encoded event frame (server frames are unmasked).
 fn frame_data(frame: &[u8]) -> Option<String> {
     let header = match frame.get(1)? & 0x7f {
@@ -806,6 +888,16 @@ fn deliver(ctx: &LinkContext, key: &str, payload: &[u8]) {
     };
     if let Some(event) = wire::decode_member(payload) {
         app.registry.apply_member_event(channel, event);
+        return;
+    }
+    if let Some(watched) = channel.strip_prefix("#watch:")
+        && let Some(online) = match payload {
+            b"W1+" => Some(true),
+            b"W1-" => Some(false),
+            _ => None,
+        }
+    {
+        app.users.cluster_status(watched, online, false);
         return;
     }
     let user = channel.strip_prefix(USER_CHANNEL_PREFIX);

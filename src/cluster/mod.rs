@@ -62,6 +62,10 @@ pub enum PresenceOp {
         channel: Arc<str>,
         user_id: Arc<str>,
     },
+    /// A user's first socket on this node signed in (watchlist online).
+    SignedIn { app_id: Arc<str>, user_id: Arc<str> },
+    /// A user's last socket on this node signed out.
+    SignedOut { app_id: Arc<str>, user_id: Arc<str> },
 }
 
 /// The receiving ends of the queues the link drains.
@@ -243,6 +247,22 @@ impl ClusterChannels {
             ),
             payload: Bytes::from_static(TERMINATE),
             cache: None,
+        });
+    }
+
+    /// A user's first socket on this node signed in.
+    pub fn signed_in(&self, user_id: &Arc<str>) {
+        self.cluster.presence(PresenceOp::SignedIn {
+            app_id: self.app_id.clone(),
+            user_id: user_id.clone(),
+        });
+    }
+
+    /// A user's last socket on this node signed out.
+    pub fn signed_out(&self, user_id: &Arc<str>) {
+        self.cluster.presence(PresenceOp::SignedOut {
+            app_id: self.app_id.clone(),
+            user_id: user_id.clone(),
         });
     }
 

@@ -7,6 +7,9 @@
 //! - `P:nodes`: the node ids that ever registered (cleaned up with their node);
 //! - `P:node:N:alive`: the node's lease, a few seconds long, refreshed every second;
 //! - `P:node:N:presence`: what the node registered, as `A\nC\nU` entries;
+//! - `P:node:N:online`, `P:A:online`: users signed in on the node (`A\nU`); how many nodes
+//!   each user is signed in on (watchlist online/offline, published as `W1+`/`W1-` on
+//!   `P:A:#watch:U`);
 //! - `P:node:N:subs`: the node's subscription count per `A\nC` (for the HTTP API);
 //! - `P:node:N:conns`: the node's connection count per app (for `max_connections`);
 //! - `P:A:presence:C:info`: user id to `user_info` (the cluster's member list);
@@ -50,6 +53,26 @@ end
 return 1
 "#;
 
+/// A user's first socket on this node signed in. KEYS: online hash `P:A:online`, node set
+/// `P:node:N:online`. ARGV: entry `A\nU`, user id, pub/sub channel `P:A:#watch:U`.
+pub const SIGNED_IN: &str = r#"
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+if redis.call('HINCRBY', KEYS[1], ARGV[2], 1) == 1 then
+  redis.call('PUBLISH', ARGV[3], 'W1+')
+end
+return 1
+"#;
+
+/// A user's last socket on this node signed out. KEYS and ARGV as for [`SIGNED_IN`].
+pub const SIGNED_OUT: &str = r#"
+if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+if redis.call('HINCRBY', KEYS[1], ARGV[2], -1) <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], 'W1-')
+end
+return 1
+"#;
+
 /// The member list and the version it is at. KEYS: info, version.
 /// Returns `{version, user1, info1, user2, info2, …}`.
 pub const SNAPSHOT: &str = r#"
@@ -84,8 +107,18 @@ for _, e in ipairs(entries) do
   end
 end
 redis.call('DEL', set)
+local online = p .. ':node:' .. node .. ':online'
+local signed = redis.call('SMEMBERS', online)
+for _, e in ipairs(signed) do
+  local a, u = string.match(e, '^([^\n]*)\n(.*)$')
+  if a and redis.call('HINCRBY', p .. ':' .. a .. ':online', u, -1) <= 0 then
+    redis.call('HDEL', p .. ':' .. a .. ':online', u)
+    redis.call('PUBLISH', p .. ':' .. a .. ':#watch:' .. u, 'W1-')
+  end
+end
+redis.call('DEL', online)
 redis.call('DEL', p .. ':node:' .. node .. ':subs')
 redis.call('DEL', p .. ':node:' .. node .. ':conns')
 if ARGV[3] ~= '1' then redis.call('SREM', p .. ':nodes', node) end
-return #entries
+return #entries + #signed
 "#;
