@@ -521,21 +521,15 @@ async fn apply_presence(
     let cluster = &ctx.cluster;
     let node_set = format!("{}:node:{}:presence", cluster.prefix, cluster.node_id);
     let online_set = format!("{}:node:{}:online", cluster.prefix, cluster.node_id);
+    let signing_in = matches!(op, PresenceOp::SignedIn { .. });
     match op {
-        PresenceOp::SignedIn { app_id, user_id } => {
-            let _: i64 = scripts
-                .signed_in
-                .key(format!("{}:{app_id}:online", cluster.prefix))
-                .key(&online_set)
-                .arg(format!("{app_id}\n{user_id}"))
-                .arg(&*user_id)
-                .arg(cluster.key(&app_id, &watch_channel(&user_id)))
-                .invoke_async(conn)
-                .await?;
-        }
-        PresenceOp::SignedOut { app_id, user_id } => {
-            let _: i64 = scripts
-                .signed_out
+        PresenceOp::SignedIn { app_id, user_id } | PresenceOp::SignedOut { app_id, user_id } => {
+            let script = if signing_in {
+                &scripts.signed_in
+            } else {
+                &scripts.signed_out
+            };
+            let _: i64 = script
                 .key(format!("{}:{app_id}:online", cluster.prefix))
                 .key(&online_set)
                 .arg(format!("{app_id}\n{user_id}"))
