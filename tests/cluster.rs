@@ -734,3 +734,52 @@ async fn watchlists_follow_a_user_across_the_cluster() {
     );
     watcher.expect_no_message(QUIET).await;
 }
+
+#[tokio::test]
+async fn a_frozen_redis_holds_nobody_and_lapsed_leases_are_repaired() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "f1", "a").await;
+    let b = node(&redis, "f1", "b").await;
+    let room = fresh_channel("presence-frozen-");
+    let mut ann = a.client().await;
+    ann.subscribe_presence(&room, "ann", json!({})).await;
+    let mut bob = b.client().await;
+    bob.subscribe_presence(&room, "bob", json!({})).await;
+
+    redis.freeze();
+    let frozen = Instant::now();
+    // A channel new to node a cannot be heard: after the link's command timeout the node
+    // treats Redis as away and acknowledges, rather than hold the subscriber.
+    let mut waiting = a.client().await;
+    let channel = fresh_channel("frozen-new");
+    waiting.send_subscribe(&channel, "", None).await;
+    let frame = waiting.recv_json_within(Duration::from_secs(5)).await;
+    assert_eq!(
+        frame["event"], "pusher_internal:subscription_succeeded",
+        "{frame}"
+    );
+    // Longer than a lease: when Redis wakes, every lease has lapsed.
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(frozen.elapsed())).await;
+    redis.thaw();
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut probe = a.client().await;
+        let joined = probe.subscribe_presence(&room, "probe", json!({})).await;
+        if member_ids(&joined) == ["ann", "bob", "probe"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member list never came back: {joined}"
+        );
+        drop(probe);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Cross-node delivery works again too.
+    let shared = fresh_channel("after-freeze");
+    let mut on_b = b.client().await;
+    on_b.subscribe(&shared).await;
+    a.api().publish(&shared, "e", "x").await;
+    expect_event(&mut on_b, &shared, "e", "x").await;
+}

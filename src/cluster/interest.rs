@@ -98,10 +98,12 @@ impl Interest {
                 continue;
             };
             want.queued = false;
+            // `confirm` stays set until the link has confirmed: a link that fails meanwhile
+            // (or is cancelled) leaves it for `disconnected` to release.
             out.push(Change {
                 key: key.clone(),
                 desired: want.desired,
-                confirm: std::mem::take(&mut want.confirm),
+                confirm: want.confirm,
             });
             if !want.desired {
                 state.wants.remove(&key);
@@ -125,10 +127,17 @@ impl Interest {
                 Change {
                     key: key.clone(),
                     desired: true,
-                    confirm: std::mem::take(&mut w.confirm),
+                    confirm: w.confirm,
                 }
             })
             .collect()
+    }
+
+    /// The link confirmed `key`: its subscribers no longer wait.
+    pub fn confirmed(&self, key: &str) {
+        if let Some(want) = self.state.lock().wants.get_mut(key) {
+            want.confirm = false;
+        }
     }
 
     /// Redis went away: keys whose subscribers were waiting, to acknowledge now. Desired keys

@@ -10,6 +10,7 @@
 //! lease is gone; the first node to find one runs the cleanup script, which removes that
 //! node's presence users (announcing those it was the last node of) exactly once.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -39,6 +40,21 @@ pub const LEASE: Duration = Duration::from_secs(3);
 pub const LEASE_RENEW: Duration = Duration::from_secs(1);
 /// How often this node's changed subscription counts are written to Redis.
 const COUNTS_EVERY: Duration = Duration::from_millis(100);
+
+/// Longest any Redis command may take before the link gives the connection up (and, with
+/// it, stops making anyone wait on Redis).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `command`, failing if Redis has not answered within [`COMMAND_TIMEOUT`].
+async fn within<T>(command: impl Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "Redis did not answer in time",
+        ))),
+    }
+}
 
 /// Everything the link needs besides the cluster handle.
 pub struct LinkContext {
@@ -144,7 +160,8 @@ pub async fn run(ctx: LinkContext, queues: Queues, mut stop: watch::Receiver<boo
         }
         if !reported_down {
             tracing::warn!(
-                "cluster: Redis at {} unreachable ({failure}); serving this node's clients only, cross-node messages are dropped until it is back",
+                "cluster: node {}: Redis at {} unreachable ({failure}); serving this node's clients only, cross-node messages are dropped until it is back",
+                cluster.node_id,
                 cluster.redis_url
             );
             reported_down = true;
@@ -175,7 +192,12 @@ pub async fn run(ctx: LinkContext, queues: Queues, mut stop: watch::Receiver<boo
 async fn connect(
     client: &redis::Client,
 ) -> redis::RedisResult<(MultiplexedConnection, PubSubSink, PubSubStream)> {
-    let publisher = client.get_multiplexed_async_connection().await?;
+    // Our own deadline (`within`) decides when Redis is too slow, not the client's 500 ms
+    // default: a Redis busy for half a second is slow, not gone.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(COMMAND_TIMEOUT));
+    let publisher = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
     let (sink, stream) = client.get_async_pubsub().await?.split();
     Ok((publisher, sink, stream))
 }
@@ -221,13 +243,13 @@ impl Session<'_> {
         let mut ready = Ok(());
         for chunk in all.chunks(SUBSCRIBE_BATCH) {
             let names: Vec<&str> = chunk.iter().map(|c| &*c.key).collect();
-            ready = self.sink.subscribe(names).await;
+            ready = within(self.sink.subscribe(names)).await;
             if ready.is_err() {
                 break;
             }
         }
         if ready.is_ok() {
-            ready = self.assert_presence().await;
+            ready = within(self.assert_presence()).await;
         }
         for change in &all {
             if ready.is_ok() && is_presence(&cluster, &change.key) {
@@ -272,18 +294,18 @@ impl Session<'_> {
                 let changes = cluster.interest.take_changes();
                 for (i, change) in changes.iter().enumerate() {
                     let mut done = if change.desired {
-                        sink.subscribe(&*change.key).await
+                        within(sink.subscribe(&*change.key)).await
                     } else {
-                        sink.unsubscribe(&*change.key).await
+                        within(sink.unsubscribe(&*change.key)).await
                     };
                     if done.is_ok() && change.desired && is_presence(&cluster, &change.key) {
-                        done = snapshot(ctx, scripts, &mut commands, &change.key).await;
+                        done = within(snapshot(ctx, scripts, &mut commands, &change.key)).await;
                     }
                     if done.is_ok() && change.desired {
-                        done = fetch_cache(ctx, &mut commands, &change.key).await;
+                        done = within(fetch_cache(ctx, &mut commands, &change.key)).await;
                     }
                     if done.is_ok() && change.desired {
-                        done = fetch_online(ctx, &mut commands, &change.key).await;
+                        done = within(fetch_online(ctx, &mut commands, &change.key)).await;
                     }
                     if let Err(e) = done {
                         // Redis failed: nobody waits for a channel it cannot hear.
@@ -318,7 +340,7 @@ impl Session<'_> {
                     }
                     pipe.publish(message.key, &message.payload[..]).ignore();
                 }
-                if let Err(e) = pipe.query_async::<()>(&mut publisher).await {
+                if let Err(e) = within(pipe.query_async::<()>(&mut publisher)).await {
                     return e.to_string();
                 }
             }
@@ -326,7 +348,7 @@ impl Session<'_> {
         let mut presence_conn = self.publisher.clone();
         let presence_ops = async {
             while let Some(op) = presence.recv().await {
-                if let Err(e) = apply_presence(ctx, scripts, &mut presence_conn, op).await {
+                if let Err(e) = within(apply_presence(ctx, scripts, &mut presence_conn, op)).await {
                     return e.to_string();
                 }
             }
@@ -337,7 +359,7 @@ impl Session<'_> {
             let mut tick = tokio::time::interval(LEASE_RENEW);
             loop {
                 tick.tick().await;
-                if let Err(e) = lease_round(ctx, scripts, &mut lease_conn).await {
+                if let Err(e) = within(lease_round(ctx, scripts, &mut lease_conn)).await {
                     return e.to_string();
                 }
             }
@@ -347,7 +369,7 @@ impl Session<'_> {
             let mut tick = tokio::time::interval(COUNTS_EVERY);
             loop {
                 tick.tick().await;
-                if let Err(e) = write_touched_counts(ctx, &mut counts_conn).await {
+                if let Err(e) = within(write_touched_counts(ctx, &mut counts_conn)).await {
                     return e.to_string();
                 }
             }
@@ -357,7 +379,7 @@ impl Session<'_> {
             let mut tick = tokio::time::interval(crate::channels::registry::COUNT_INTERVAL);
             loop {
                 tick.tick().await;
-                if let Err(e) = send_cluster_counts(ctx, &mut totals_conn).await {
+                if let Err(e) = within(send_cluster_counts(ctx, &mut totals_conn)).await {
                     return e.to_string();
                 }
             }
@@ -379,7 +401,7 @@ impl Session<'_> {
         }
     }
 
-    async fn renew_lease(&mut self) -> redis::RedisResult<()> {
+    async fn renew_lease(&mut self) -> redis::RedisResult<bool> {
         renew(self.ctx, &mut self.publisher).await
     }
 
@@ -735,21 +757,24 @@ async fn share_connection_counts(
     Ok(())
 }
 
-async fn renew(ctx: &LinkContext, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+/// Renews this node's lease; returns whether the lease was still there (false: it had
+/// lapsed, and another node may have cleaned up this node's state).
+async fn renew(ctx: &LinkContext, conn: &mut MultiplexedConnection) -> redis::RedisResult<bool> {
     let cluster = &ctx.cluster;
-    redis::pipe()
+    let (previous,): (Option<String>,) = redis::pipe()
         .cmd("SET")
         .arg(format!("{}:node:{}:alive", cluster.prefix, cluster.node_id))
         .arg(1)
         .arg("PX")
         .arg(LEASE.as_millis() as u64)
-        .ignore()
+        .arg("GET")
         .cmd("SADD")
         .arg(format!("{}:nodes", cluster.prefix))
         .arg(&*cluster.node_id)
         .ignore()
-        .query_async::<()>(conn)
-        .await
+        .query_async(conn)
+        .await?;
+    Ok(previous.is_some())
 }
 
 async fn cleanup(
@@ -774,7 +799,14 @@ async fn lease_round(
     scripts: &Scripts,
     conn: &mut MultiplexedConnection,
 ) -> redis::RedisResult<()> {
-    renew(ctx, conn).await?;
+    if !renew(ctx, conn).await? {
+        // The lease lapsed (Redis or this node stalled for seconds): other nodes may have
+        // removed this node's state. Start a new session, which asserts all of it anew.
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "this node's lease lapsed; asserting its state anew",
+        )));
+    }
     let nodes: Vec<String> = redis::cmd("SMEMBERS")
         .arg(format!("{}:nodes", ctx.cluster.prefix))
         .query_async(conn)
@@ -865,6 +897,7 @@ fn frame_data(frame: &[u8]) -> Option<String> {
 
 /// Acknowledges the subscribers that waited for `key` to be heard.
 fn confirm(ctx: &LinkContext, key: &str) {
+    ctx.cluster.interest.confirmed(key);
     if let Some((app_id, channel)) = ctx.cluster.parse_key(key)
         && let Some(app) = ctx.apps.by_id(app_id)
     {
