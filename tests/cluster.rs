@@ -460,12 +460,18 @@ async fn presence_is_whole_again_after_redis_restarts_empty() {
 
     redis.restart();
     // Every node asserts its users anew: a newcomer anywhere sees both, without a restart.
+    wait_for_whole_list(&a, &channel).await;
+}
+
+/// Joins `channel` on `server` as a probe until the member list is `ann`, `bob` and the
+/// probe (at most 15 s): the cluster's presence has been asserted anew.
+async fn wait_for_whole_list(server: &Server, channel: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let mut probe = a.client().await;
-        let joined = probe.subscribe_presence(&channel, "probe", json!({})).await;
+        let mut probe = server.client().await;
+        let joined = probe.subscribe_presence(channel, "probe", json!({})).await;
         if member_ids(&joined) == ["ann", "bob", "probe"] {
-            break;
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -762,20 +768,7 @@ async fn a_frozen_redis_holds_nobody_and_lapsed_leases_are_repaired() {
     tokio::time::sleep(Duration::from_secs(4).saturating_sub(frozen.elapsed())).await;
     redis.thaw();
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let mut probe = a.client().await;
-        let joined = probe.subscribe_presence(&room, "probe", json!({})).await;
-        if member_ids(&joined) == ["ann", "bob", "probe"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "member list never came back: {joined}"
-        );
-        drop(probe);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_whole_list(&a, &room).await;
     // Cross-node delivery works again too.
     let shared = fresh_channel("after-freeze");
     let mut on_b = b.client().await;
