@@ -114,8 +114,9 @@ async fn dispatch(
     let app = &verified.app;
     match route {
         Route::Trigger | Route::Batch => {
-            // Counts are read only when the body asks for them (`info`).
-            let counts = if mentions_info(&verified.body) {
+            // Cluster counts are read only when the body asks for them (`info`); a single
+            // node's are at hand, and its publish path never scans the body for this.
+            let counts = if app.cluster.is_some() && mentions_info(&verified.body) {
                 Counts::gather(app, Scope::All).await
             } else {
                 Counts::Local(&app.registry)

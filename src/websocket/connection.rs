@@ -144,9 +144,11 @@ impl Connection {
     /// socket (readable, or writable while a write is pending), the outbox and the timer.
     fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<()> {
         loop {
-            // A write waiting on a full socket: a reader this slow has likely overflowed its
-            // outbox, and then its 4100 goes right behind the frame on the wire.
-            if !self.writing.is_empty()
+            // A write waiting on a full socket (the write timeout is armed only then): a reader
+            // this slow has likely overflowed its outbox, and then its 4100 goes right behind
+            // the frame on the wire. Off the common path, where writes never wait.
+            if self.write_deadline.is_some()
+                && !self.writing.is_empty()
                 && self.closing.is_none()
                 && let Some(request) = self.outbox.overflowed()
                 && !self.begin_close(request)
