@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::channels::{Registry, Users};
 use crate::cluster::{Cluster, ClusterChannels};
 use crate::config::AppConfig;
+use crate::webhooks::{AppWebhooks, Taps};
 
 /// One app at run time.
 #[derive(Debug)]
@@ -17,6 +18,8 @@ pub struct App {
     pub users: Users,
     /// The other nodes, when the server is part of a cluster.
     pub cluster: Option<ClusterChannels>,
+    /// The app's webhooks, when it has targets.
+    pub webhooks: Option<Arc<AppWebhooks>>,
     connections: AtomicUsize,
     /// In a cluster: the other nodes' connections, as last read from Redis (each second).
     remote_connections: AtomicUsize,
@@ -35,14 +38,23 @@ impl App {
 
     /// An app whose channels are shared with the other nodes of `cluster`.
     pub fn in_cluster(config: AppConfig, cluster: Option<&Arc<Cluster>>) -> Self {
+        App::build(config, cluster, None)
+    }
+
+    /// An app in `cluster` (if any), signalling its webhooks through `taps` (if any).
+    pub fn build(config: AppConfig, cluster: Option<&Arc<Cluster>>, taps: Option<&Taps>) -> Self {
         let cluster = cluster.map(|c| ClusterChannels {
             cluster: c.clone(),
             app_id: Arc::from(config.id.as_str()),
         });
+        let webhooks = taps.and_then(|t| t.for_app(&config, cluster.as_ref()));
+        let mut registry = Registry::new(config.subscription_count_events, cluster.clone());
+        registry.set_webhooks(webhooks.clone());
         App {
-            registry: Registry::new(config.subscription_count_events, cluster.clone()),
+            registry,
             users: Users::new(cluster.clone()),
             cluster,
+            webhooks,
             config,
             connections: AtomicUsize::new(0),
             remote_connections: AtomicUsize::new(0),
@@ -99,10 +111,14 @@ impl AppStore {
     }
 
     pub fn in_cluster(apps: &[AppConfig], cluster: Option<&Arc<Cluster>>) -> Self {
+        AppStore::build(apps, cluster, None)
+    }
+
+    pub fn build(apps: &[AppConfig], cluster: Option<&Arc<Cluster>>, taps: Option<&Taps>) -> Self {
         let apps: Vec<Arc<App>> = apps
             .iter()
             .cloned()
-            .map(|c| Arc::new(App::in_cluster(c, cluster)))
+            .map(|c| Arc::new(App::build(c, cluster, taps)))
             .collect();
         AppStore {
             by_id: Arc::new(

@@ -15,12 +15,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::webhooks::settings::{WebhookEntry, WebhookOverrides, WebhookSettings, WebhookTarget};
+
 /// Everything the server needs to run: where to listen, global limits, and the apps it hosts.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerSettings,
     pub apps: Vec<AppConfig>,
     pub cluster: ClusterSettings,
+    pub webhooks: WebhookSettings,
 }
 
 /// Joining other nodes through Redis. Without `redis_url` the server is a single node and
@@ -116,6 +119,8 @@ pub struct AppConfig {
     /// `max_subscriptions_per_connection` (pusher-js resubscribes every channel at once after
     /// a reconnect); 0 means unlimited.
     pub subscriptions_per_second: u32,
+    /// Where the app's webhooks go; none by default.
+    pub webhooks: Vec<WebhookTarget>,
 }
 
 impl Default for ServerSettings {
@@ -160,6 +165,7 @@ impl Default for AppConfig {
             cache_ttl: Duration::from_secs(30 * 60),
             max_subscriptions_per_connection: 300,
             subscriptions_per_second: 50,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -170,6 +176,7 @@ impl Default for Config {
             server: ServerSettings::default(),
             apps: vec![AppConfig::default()],
             cluster: ClusterSettings::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -329,6 +336,8 @@ struct FileConfig {
     apps: Vec<AppOverrides>,
     #[serde(default)]
     cluster: ClusterOverrides,
+    #[serde(default)]
+    webhooks: WebhookOverrides,
 }
 
 /// `[cluster]` as a file, the environment or flags state it.
@@ -400,6 +409,8 @@ pub struct AppOverrides {
     pub max_subscriptions_per_connection: Option<usize>,
     /// 0 means unlimited.
     pub subscriptions_per_second: Option<u32>,
+    /// `[[apps.webhooks]]`, or `CRIER_APP_WEBHOOKS` (a JSON array); replaces the app's list.
+    pub webhooks: Option<Vec<WebhookEntry>>,
 }
 
 /// Overrides from the environment or the command line: the server, and the first app.
@@ -408,6 +419,7 @@ pub struct Overrides {
     pub server: ServerOverrides,
     pub app: AppOverrides,
     pub cluster: ClusterOverrides,
+    pub webhooks: WebhookOverrides,
 }
 
 fn set<T: Clone>(target: &mut T, value: &Option<T>) {
@@ -454,7 +466,8 @@ impl ServerOverrides {
 }
 
 impl AppOverrides {
-    fn apply(&self, a: &mut AppConfig) {
+    /// `index`: the app's place in the list, for naming a bad webhook target.
+    fn apply(&self, a: &mut AppConfig, index: usize) -> Result<(), ConfigError> {
         set(&mut a.id, &self.id);
         set(&mut a.key, &self.key);
         set(&mut a.secret, &self.secret);
@@ -495,6 +508,18 @@ impl AppOverrides {
             &mut a.subscriptions_per_second,
             &self.subscriptions_per_second,
         );
+        if let Some(entries) = &self.webhooks {
+            a.webhooks = entries
+                .iter()
+                .enumerate()
+                .map(|(j, entry)| {
+                    entry.check().map_err(|(field, reason)| {
+                        invalid(format!("apps[{index}].webhooks[{j}].{field}"), reason)
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
     }
 
     /// A file's app: the defaults, changed by what the entry states.
@@ -509,7 +534,7 @@ impl AppOverrides {
             }
         }
         let mut app = AppConfig::default();
-        self.apply(&mut app);
+        self.apply(&mut app, index).map_err(|e| e.to_string())?;
         Ok(app)
     }
 }
@@ -547,6 +572,7 @@ impl Config {
             .apply(&mut config.server)
             .map_err(|e| e.to_string())?;
         file.cluster.apply(&mut config.cluster);
+        file.webhooks.apply(&mut config.webhooks);
         if !file.apps.is_empty() {
             config.apps = file
                 .apps
@@ -564,8 +590,8 @@ impl Config {
         if self.apps.is_empty() {
             self.apps.push(AppConfig::default());
         }
-        o.app.apply(&mut self.apps[0]);
-        Ok(())
+        o.webhooks.apply(&mut self.webhooks);
+        o.app.apply(&mut self.apps[0], 0)
     }
 
     /// Checks every value; the first problem found is returned, naming its setting.
@@ -595,6 +621,9 @@ impl Config {
                 "must be at most 64 characters, without spaces",
             ));
         }
+        self.webhooks
+            .check()
+            .map_err(|(setting, reason)| invalid(setting, reason))?;
         let s = &self.server;
         if s.host.trim().is_empty() {
             return Err(invalid("server.host", "must not be empty"));
@@ -826,6 +855,48 @@ mod tests {
     }
 
     #[test]
+    fn webhook_targets_come_from_the_file_and_bad_ones_name_their_setting() {
+        let c = Config::from_toml(
+            r#"
+            [webhooks]
+            delay_ms = 500
+            [[apps]]
+            id = "a"
+            key = "k"
+            secret = "s"
+            [[apps.webhooks]]
+            url = "https://backend.example/pusher/webhook"
+            event_types = ["channel_occupied", "channel_vacated"]
+            channel_prefix = "presence-"
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.webhooks.delay, Duration::from_millis(500));
+        let target = &c.apps[0].webhooks[0];
+        assert_eq!(target.url, "https://backend.example/pusher/webhook");
+        assert_eq!(target.channel_prefix.as_deref(), Some("presence-"));
+        let bad = Config::from_toml(
+            r#"
+            [[apps]]
+            id = "a"
+            key = "k"
+            secret = "s"
+            [[apps.webhooks]]
+            url = "https://backend.example/"
+            event_types = ["channel_opened"]
+            "#,
+        )
+        .expect_err("unknown event type");
+        assert!(bad.contains("apps[0].webhooks[0].event_types"), "{bad}");
+        assert!(bad.contains("channel_opened"), "{bad}");
+        let bad = Config::from_toml(
+            "[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"s\"\n[[apps.webhooks]]\nurl = \"ftp://x/\"\n",
+        )
+        .expect_err("not http");
+        assert!(bad.contains("apps[0].webhooks[0].url"), "{bad}");
+    }
+
+    #[test]
     fn overrides_apply_to_the_first_app_and_server() {
         let o = Overrides {
             server: ServerOverrides {
@@ -842,6 +913,7 @@ mod tests {
                 prefix: Some("blue".into()),
                 node_id: Some(" ".into()),
             },
+            ..Overrides::default()
         };
         let c = Config::load(None, &o).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.server.port, 0);

@@ -20,6 +20,7 @@
 //! - [`http_api`]: request authentication and the REST handlers.
 //! - [`cluster`]: several nodes joined through Redis (interest routing, the Redis link).
 //! - [`server`]: the accept loop, HTTP routing and the shutdown sequence.
+//! - [`webhooks`]: occupancy, membership and client events sent to the apps' backends.
 //!
 //! The modules are public so the integration tests and the embedding API can reach them;
 //! the supported embedding surface is [`serve`] and the configuration types.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod http_api;
 pub mod protocol;
 pub mod server;
+pub mod webhooks;
 pub mod websocket;
 
 pub use config::{AppConfig, ClusterSettings, Config, ConfigError, Overrides, ServerSettings};

@@ -10,6 +10,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use crier::config::{AppOverrides, ClusterOverrides, ServerOverrides};
+use crier::webhooks::settings::{EntryList, WebhookOverrides, parse_json_targets};
 use crier::{Config, ConfigError, Overrides};
 
 /// jemalloc with background threads gives memory back after a spike (15,000 half-open
@@ -124,6 +125,24 @@ struct Cli {
     /// Subscribe messages per second per connection for the first app (0 = unlimited).
     #[arg(long, env = "CRIER_APP_SUBSCRIPTIONS_PER_SECOND")]
     app_subscriptions_per_second: Option<u32>,
+    /// The first app's webhook targets: a JSON array of {"url": ..., "event_types": [...]}.
+    #[arg(long, env = "CRIER_APP_WEBHOOKS", value_parser = parse_json_targets)]
+    app_webhooks: Option<EntryList>,
+    /// Milliseconds channel_vacated and member_removed webhooks wait (cancelled by a return).
+    #[arg(long, env = "CRIER_WEBHOOK_DELAY_MS")]
+    webhook_delay_ms: Option<u64>,
+    /// Milliseconds the first event of a webhook request waits for others to join it.
+    #[arg(long, env = "CRIER_WEBHOOK_BATCH_WINDOW_MS")]
+    webhook_batch_window_ms: Option<u64>,
+    /// Milliseconds a webhook receiver has to answer one attempt.
+    #[arg(long, env = "CRIER_WEBHOOK_TIMEOUT_MS")]
+    webhook_timeout_ms: Option<u64>,
+    /// Milliseconds before a failed webhook's first retry (doubling after each failure).
+    #[arg(long, env = "CRIER_WEBHOOK_RETRY_FIRST_MS")]
+    webhook_retry_first_ms: Option<u64>,
+    /// Seconds after its creation a failing webhook is given up.
+    #[arg(long, env = "CRIER_WEBHOOK_RETRY_FOR")]
+    webhook_retry_for: Option<u64>,
 }
 
 impl Cli {
@@ -161,7 +180,16 @@ impl Cli {
                 cache_ttl_secs: self.app_cache_ttl,
                 max_subscriptions_per_connection: self.app_max_subscriptions_per_connection,
                 subscriptions_per_second: self.app_subscriptions_per_second,
+                webhooks: self.app_webhooks.clone().map(|l| l.0),
                 ..AppOverrides::default()
+            },
+            webhooks: WebhookOverrides {
+                delay_ms: self.webhook_delay_ms,
+                batch_window_ms: self.webhook_batch_window_ms,
+                timeout_ms: self.webhook_timeout_ms,
+                retry_first_ms: self.webhook_retry_first_ms,
+                retry_for_secs: self.webhook_retry_for,
+                ..WebhookOverrides::default()
             },
             cluster: ClusterOverrides {
                 redis_url: self.redis_url.clone(),
@@ -293,8 +321,12 @@ fn describe_config_error(e: &ConfigError, matches: &ArgMatches) -> String {
     };
     let name = if let Some(rest) = setting.strip_prefix("server.") {
         rest.to_string()
+    } else if setting.starts_with("apps[0].webhooks") {
+        "app_webhooks".to_string()
     } else if let Some(rest) = setting.strip_prefix("apps[0].") {
         format!("app_{rest}")
+    } else if let Some(rest) = setting.strip_prefix("webhooks.") {
+        format!("webhook_{rest}")
     } else {
         return e.to_string();
     };

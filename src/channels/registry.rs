@@ -33,6 +33,7 @@ use crate::cluster::wire::MemberEvent;
 use crate::protocol::encode;
 use crate::protocol::encode::Event;
 use crate::protocol::socket_id::ConnId;
+use crate::webhooks::AppWebhooks;
 
 const SHARDS: usize = 32;
 /// Subscription counts go out at most this often per channel.
@@ -122,6 +123,8 @@ pub struct Registry {
     /// In a cluster: channels whose local subscriber count may have changed since the link
     /// last wrote this node's counts to Redis.
     touched: Mutex<Vec<Arc<str>>>,
+    /// Told of occupancy, members, cache misses and counts, for the app's webhooks.
+    webhooks: Option<Arc<AppWebhooks>>,
 }
 
 impl Default for Registry {
@@ -144,11 +147,40 @@ impl Registry {
             pending_counts: Mutex::new(Vec::new()),
             cluster,
             touched: Mutex::new(Vec::new()),
+            webhooks: None,
+        }
+    }
+
+    /// Signals the app's webhooks from now on.
+    pub fn set_webhooks(&mut self, webhooks: Option<Arc<AppWebhooks>>) {
+        self.webhooks = webhooks;
+    }
+
+    /// Tells the webhooks what a change to `ch` did: whether the node's subscribers went from
+    /// none to some (or back), whether a cache subscriber missed, and a non-presence
+    /// channel's new count. Called under the shard lock, so a channel's signals keep order.
+    fn notify(&self, ch: &Channel, channel: &str, before: usize, missed: bool) {
+        let Some(hooks) = &self.webhooks else {
+            return;
+        };
+        let after = ch.subscribers.len();
+        if before == after && !missed {
+            return;
+        }
+        let name: Arc<str> = Arc::from(channel);
+        if (before == 0) != (after == 0) {
+            hooks.occupancy(&name, after > 0);
+        }
+        if missed {
+            hooks.cache_miss(&name);
+        }
+        if before != after && ch.members.is_none() {
+            hooks.count(&name, after);
         }
     }
 
     /// Notes that `channel`'s local count may change (cluster only).
-    fn touch(&self, channel: &str) {
+    pub fn touch(&self, channel: &str) {
         if self.cluster.is_some() {
             self.touched.lock().push(Arc::from(channel));
         }
@@ -236,14 +268,27 @@ impl Registry {
             return;
         };
         ch.heard = true;
+        let before = ch.subscribers.len();
         let waiting = std::mem::take(&mut ch.waiting);
         let mut added = false;
+        let mut missed = false;
         for w in waiting {
-            added |= join(ch, channel, w.conn, &w.outbox, w.cache);
+            let joined = join(ch, channel, w.conn, &w.outbox, w.cache);
+            added |= joined.added;
+            missed |= joined.missed;
         }
         if added && self.subscription_counts {
             self.count_changed(ch, channel);
         }
+        self.notify(ch, channel, before, missed);
+    }
+
+    /// Acknowledges the waiting presence sockets the replica now lists, and tells the
+    /// webhooks what that changed.
+    fn release(&self, ch: &mut Channel, channel: &str) {
+        let before = ch.subscribers.len();
+        let missed = release_members(ch, channel);
+        self.notify(ch, channel, before, missed);
     }
 
     fn shard(&self, channel: &str) -> &RwLock<Shard> {
@@ -279,10 +324,12 @@ impl Registry {
             }
             return key;
         }
-        let added = join(ch, channel, conn, outbox, cache);
-        if added && self.subscription_counts {
+        let before = ch.subscribers.len();
+        let joined = join(ch, channel, conn, outbox, cache);
+        if joined.added && self.subscription_counts {
             self.count_changed(ch, channel);
         }
+        self.notify(ch, channel, before, joined.missed);
         key
     }
 
@@ -311,6 +358,8 @@ impl Registry {
         let mut shard = self.shard(channel).write();
         let key = shared_key(&shard, channel);
         let ch = shard.entry(key.clone()).or_default();
+        let before = ch.subscribers.len();
+        let mut new_member = false;
         let members = ch.members.get_or_insert_with(Members::default);
         if !ch.subscribers.contains_key(&conn) {
             if !members.contains(&member.user_id) && members.count() >= max_members {
@@ -321,6 +370,7 @@ impl Registry {
                 return PresenceJoin::Full { limit: max_members };
             }
             if members.join(member) {
+                new_member = true;
                 let added = presence::member_added_json(member);
                 let frame = Event::new("pusher_internal:member_added")
                     .channel(channel)
@@ -348,8 +398,10 @@ impl Registry {
             .text(&snapshot)
             .to_frame();
         outbox.push(frame);
-        if cache {
-            send_cached(ch, channel, outbox);
+        let missed = cache && send_cached(ch, channel, outbox);
+        self.notify(ch, channel, before, missed);
+        if new_member && let Some(hooks) = &self.webhooks {
+            hooks.member(&key, &member.user_id, true);
         }
         PresenceJoin::Joined(key)
     }
@@ -365,6 +417,7 @@ impl Registry {
         if ch.replica.is_some() {
             return self.unsubscribe_clustered(&mut shard, channel, conn);
         }
+        let before = ch.subscribers.len();
         let Some(sub) = ch.subscribers.remove(&conn) else {
             let before = ch.waiting.len();
             ch.waiting.retain(|w| w.conn != conn);
@@ -379,6 +432,9 @@ impl Registry {
         if let (Some(user_id), Some(members)) = (&sub.user_id, ch.members.as_mut())
             && members.leave(user_id)
         {
+            if let Some(hooks) = &self.webhooks {
+                hooks.member(&Arc::from(channel), user_id, false);
+            }
             let removed = presence::member_removed_json(user_id);
             let frame = Event::new("pusher_internal:member_removed")
                 .channel(channel)
@@ -388,6 +444,7 @@ impl Registry {
                 s.outbox.push(frame.clone());
             }
         }
+        self.notify(ch, channel, before, false);
         self.maybe_last_local(ch, channel);
         if ch.subscribers.is_empty() {
             if ch.waiting.is_empty() && !ch.cache.as_ref().is_some_and(Cached::fresh) {
@@ -471,7 +528,7 @@ impl Registry {
                 cache,
             });
         }
-        release_members(ch, channel);
+        self.release(ch, channel);
         PresenceJoin::Joined(key)
     }
 
@@ -479,7 +536,10 @@ impl Registry {
         let Some(ch) = shard.get_mut(channel) else {
             return;
         };
-        let user = match ch.subscribers.remove(&conn) {
+        let before = ch.subscribers.len();
+        let removed = ch.subscribers.remove(&conn);
+        self.notify(ch, channel, before, false);
+        let user = match removed {
             Some(sub) => sub.user_id,
             None => {
                 let Some(replica) = ch.replica.as_mut() else {
@@ -554,7 +614,7 @@ impl Registry {
             }
             Applied::Removed => push_member_event(ch, channel, false, &user, None),
         }
-        release_members(ch, channel);
+        self.release(ch, channel);
     }
 
     /// The member list read from Redis at `version`: readies the replica, or, after a
@@ -576,7 +636,7 @@ impl Registry {
         for user in removed {
             push_member_event(ch, channel, false, &user, None);
         }
-        release_members(ch, channel);
+        self.release(ch, channel);
     }
 
     /// Redis refused `user` (the channel is full cluster-wide): its waiting sockets get a
@@ -645,7 +705,7 @@ impl Registry {
                         push_member_event(ch, &name, true, &member.user_id, member.info.as_deref());
                     }
                 }
-                release_members(ch, &name);
+                self.release(ch, &name);
                 self.touch(&name);
             }
         }
@@ -830,9 +890,23 @@ fn shared_key(shard: &Shard, channel: &str) -> Arc<str> {
     }
 }
 
+/// What [`join`] did.
+struct Joined {
+    /// The subscriber is new.
+    added: bool,
+    /// It subscribed to a cache channel with nothing cached.
+    missed: bool,
+}
+
 /// Adds a non-presence subscriber and queues its `subscription_succeeded`, then, on a cache
-/// channel, the cached event or `pusher:cache_miss`. Returns whether it was new.
-fn join(ch: &mut Channel, channel: &str, conn: ConnId, outbox: &Arc<Outbox>, cache: bool) -> bool {
+/// channel, the cached event or `pusher:cache_miss`.
+fn join(
+    ch: &mut Channel,
+    channel: &str,
+    conn: ConnId,
+    outbox: &Arc<Outbox>,
+    cache: bool,
+) -> Joined {
     let mut added = false;
     ch.subscribers.entry(conn).or_insert_with(|| {
         added = true;
@@ -847,10 +921,8 @@ fn join(ch: &mut Channel, channel: &str, conn: ConnId, outbox: &Arc<Outbox>, cac
             .text("{}")
             .to_frame(),
     );
-    if cache {
-        send_cached(ch, channel, outbox);
-    }
-    added
+    let missed = cache && send_cached(ch, channel, outbox);
+    Joined { added, missed }
 }
 
 fn succeeded_frame(channel: &str, data: &str) -> Bytes {
@@ -886,21 +958,23 @@ fn push_member_event(
     push_all(ch, &frame, None);
 }
 
-/// Acknowledges the waiting presence sockets whose user the ready replica now lists.
-fn release_members(ch: &mut Channel, channel: &str) {
+/// Acknowledges the waiting presence sockets whose user the ready replica now lists;
+/// returns whether one of them found a cache channel empty.
+fn release_members(ch: &mut Channel, channel: &str) -> bool {
     let Some(replica) = ch.replica.as_mut() else {
-        return;
+        return false;
     };
     if !replica.is_ready() || replica.waiting.is_empty() {
-        return;
+        return false;
     }
     let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut replica.waiting)
         .into_iter()
         .partition(|w| replica.members.contains_key(&w.member.user_id));
     replica.waiting = waiting;
     if ready.is_empty() {
-        return;
+        return false;
     }
+    let mut missed = false;
     let frame = succeeded_frame(channel, &replica.snapshot_json());
     for w in ready {
         ch.subscribers.insert(
@@ -912,9 +986,10 @@ fn release_members(ch: &mut Channel, channel: &str) {
         );
         w.outbox.push(frame.clone());
         if w.cache {
-            send_cached(ch, channel, &w.outbox);
+            missed |= send_cached(ch, channel, &w.outbox);
         }
     }
+    missed
 }
 
 fn push_all(ch: &Channel, frame: &Bytes, except: Option<ConnId>) -> usize {
@@ -927,11 +1002,18 @@ fn push_all(ch: &Channel, frame: &Bytes, except: Option<ConnId>) -> usize {
     sent
 }
 
-fn send_cached(ch: &Channel, channel: &str, outbox: &Outbox) {
+/// Sends a cache channel's event, or `pusher:cache_miss`; returns whether it missed.
+fn send_cached(ch: &Channel, channel: &str, outbox: &Outbox) -> bool {
     match ch.cache.as_ref().filter(|c| c.fresh()) {
-        Some(cached) => outbox.push(cached.frame.clone()),
-        None => outbox.push(Event::new("pusher:cache_miss").channel(channel).to_frame()),
-    };
+        Some(cached) => {
+            outbox.push(cached.frame.clone());
+            false
+        }
+        None => {
+            outbox.push(Event::new("pusher:cache_miss").channel(channel).to_frame());
+            true
+        }
+    }
 }
 
 fn send_count(ch: &mut Channel, channel: &str) {

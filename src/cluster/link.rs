@@ -71,6 +71,9 @@ struct Scripts {
     cleanup: Script,
     signed_in: Script,
     signed_out: Script,
+    occupy: Script,
+    vacate: Script,
+    count: Script,
 }
 
 impl Scripts {
@@ -82,6 +85,9 @@ impl Scripts {
             cleanup: Script::new(scripts::CLEANUP),
             signed_in: Script::new(scripts::SIGNED_IN),
             signed_out: Script::new(scripts::SIGNED_OUT),
+            occupy: Script::new(scripts::OCCUPY),
+            vacate: Script::new(scripts::VACATE),
+            count: Script::new(scripts::COUNT),
         }
     }
 }
@@ -369,7 +375,7 @@ impl Session<'_> {
             let mut tick = tokio::time::interval(COUNTS_EVERY);
             loop {
                 tick.tick().await;
-                if let Err(e) = within(write_touched_counts(ctx, &mut counts_conn)).await {
+                if let Err(e) = within(write_touched_counts(ctx, scripts, &mut counts_conn)).await {
                     return e.to_string();
                 }
             }
@@ -463,6 +469,44 @@ impl Session<'_> {
                 ops.push(PresenceOp::SignedOut {
                     app_id: Arc::from(a),
                     user_id: Arc::from(u),
+                });
+            }
+        }
+        // The channels this node has subscribers of, for occupancy webhooks: what Redis holds
+        // for the node is replaced by what the node has now.
+        let occ_set = self.ctx.cluster.node_occupancy_key(self.node());
+        let occupied: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&occ_set)
+            .query_async(&mut self.publisher)
+            .await?;
+        let mut local_occupied = std::collections::HashSet::new();
+        let now = crate::webhooks::now_ms();
+        for app in self.ctx.apps.all() {
+            if !app
+                .webhooks
+                .as_ref()
+                .is_some_and(|w| w.wants_cluster_occupancy())
+            {
+                continue;
+            }
+            let app_id: Arc<str> = Arc::from(app.config.id.as_str());
+            for (channel, _) in app.registry.channels("") {
+                local_occupied.insert(format!("{app_id}\n{channel}"));
+                ops.push(PresenceOp::Occupancy {
+                    app_id: app_id.clone(),
+                    channel: Arc::from(channel),
+                    occupied: true,
+                    time_ms: now,
+                });
+            }
+        }
+        for stale in occupied.iter().filter(|e| !local_occupied.contains(*e)) {
+            if let Some((a, c)) = stale.split_once('\n') {
+                ops.push(PresenceOp::Occupancy {
+                    app_id: Arc::from(a),
+                    channel: Arc::from(c),
+                    occupied: false,
+                    time_ms: now,
                 });
             }
         }
@@ -574,11 +618,18 @@ async fn apply_presence(
                 .key(n_key)
                 .key(&node_set)
                 .key(v_key)
+                .key(cluster.webhook_delayed())
+                .key(cluster.webhook_stream())
                 .arg(entry(&app_id, &channel, &user_id))
                 .arg(&*user_id)
                 .arg(info)
                 .arg(max_members)
                 .arg(cluster.key(&app_id, &channel))
+                .arg(member_webhooks(ctx, &app_id))
+                .arg(&*app_id)
+                .arg(&*channel)
+                .arg(crate::webhooks::now_ms())
+                .arg(scripts::STREAM_MAX)
                 .invoke_async(conn)
                 .await?;
             if member == 0
@@ -599,14 +650,55 @@ async fn apply_presence(
                 .key(n_key)
                 .key(&node_set)
                 .key(v_key)
+                .key(cluster.webhook_delayed())
+                .key(cluster.webhook_stream())
                 .arg(entry(&app_id, &channel, &user_id))
                 .arg(&*user_id)
                 .arg(cluster.key(&app_id, &channel))
+                .arg(member_webhooks(ctx, &app_id))
+                .arg(&*app_id)
+                .arg(&*channel)
+                .arg(crate::webhooks::now_ms())
+                .invoke_async(conn)
+                .await?;
+        }
+        PresenceOp::Occupancy {
+            app_id,
+            channel,
+            occupied,
+            time_ms,
+        } => {
+            let script = if occupied {
+                &scripts.occupy
+            } else {
+                &scripts.vacate
+            };
+            let _: i64 = script
+                .key(cluster.occupancy_key(&app_id, &channel))
+                .key(cluster.node_occupancy_key(&cluster.node_id))
+                .key(cluster.webhook_delayed())
+                .key(cluster.webhook_stream())
+                .arg(&*cluster.node_id)
+                .arg(format!("{app_id}\n{channel}"))
+                .arg(&*app_id)
+                .arg(&*channel)
+                .arg(time_ms)
+                .arg(scripts::STREAM_MAX)
                 .invoke_async(conn)
                 .await?;
         }
     }
     Ok(())
+}
+
+/// `1` when the app's member events go to webhooks (the presence scripts then queue them).
+fn member_webhooks(ctx: &LinkContext, app_id: &str) -> &'static str {
+    let wanted = ctx
+        .apps
+        .by_id(app_id)
+        .and_then(|a| a.webhooks.as_ref())
+        .is_some_and(|w| w.wants_members());
+    if wanted { "1" } else { "0" }
 }
 
 /// Reads a presence channel's member list and version into the registry's replica.
@@ -668,28 +760,71 @@ async fn write_all_counts(
     pipe.query_async::<()>(conn).await
 }
 
-/// Writes the counts of the channels whose local subscribers changed.
+/// Writes the counts of the channels whose local subscribers changed, then, for apps with
+/// `subscription_count` webhooks, queues the changed cluster-wide counts.
 async fn write_touched_counts(
     ctx: &LinkContext,
+    scripts: &Scripts,
     conn: &mut MultiplexedConnection,
 ) -> redis::RedisResult<()> {
     let key = ctx.cluster.counts_key(&ctx.cluster.node_id);
     let mut pipe = redis::pipe();
-    let mut any = false;
+    let mut touched = Vec::new();
     for app in ctx.apps.all() {
-        for channel in app.registry.take_touched() {
-            any = true;
+        let channels = app.registry.take_touched();
+        for channel in &channels {
             let field = format!("{}\n{channel}", app.config.id);
-            match app.registry.local_count(&channel) {
+            match app.registry.local_count(channel) {
                 0 => pipe.cmd("HDEL").arg(&key).arg(field).ignore(),
                 n => pipe.cmd("HSET").arg(&key).arg(field).arg(n).ignore(),
             };
         }
+        if !channels.is_empty() {
+            touched.push((app, channels));
+        }
     }
-    if !any {
+    if touched.is_empty() {
         return Ok(());
     }
-    pipe.query_async::<()>(conn).await
+    pipe.query_async::<()>(&mut *conn).await?;
+    for (app, channels) in touched {
+        if !app
+            .webhooks
+            .as_ref()
+            .is_some_and(|w| w.wants_cluster_counts())
+        {
+            continue;
+        }
+        let counted: Vec<Arc<str>> = channels
+            .into_iter()
+            .filter(|c| !c.starts_with("presence-") && !c.starts_with("#"))
+            .collect();
+        let totals = super::queries::totals(&ctx.cluster, conn, &app.config.id, &counted).await?;
+        let now = crate::webhooks::now_ms();
+        for (channel, total) in counted.iter().zip(totals) {
+            let event =
+                crate::webhooks::event::WebhookEvent::subscription_count(channel, total, now);
+            let queued: i64 = scripts
+                .count
+                .key(format!("{}:{}:wh:count", ctx.cluster.prefix, app.config.id))
+                .key(ctx.cluster.webhook_stream())
+                .arg(&**channel)
+                .arg(total)
+                .arg(now)
+                .arg(&app.config.id)
+                .arg(&*event.json)
+                .arg(crate::webhooks::local::COUNT_BUSY)
+                .arg(crate::webhooks::local::COUNT_EVERY.as_millis() as u64)
+                .arg(scripts::STREAM_MAX)
+                .invoke_async(&mut *conn)
+                .await?;
+            if queued == 2 {
+                // Paced: asked again on a later round.
+                app.registry.touch(channel);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sends each counted channel's cluster-wide subscription count to its local subscribers
@@ -789,6 +924,7 @@ async fn cleanup(
         .arg(&ctx.cluster.prefix)
         .arg(node)
         .arg(if force { "1" } else { "0" })
+        .arg(crate::webhooks::now_ms())
         .invoke_async(conn)
         .await
 }

@@ -62,6 +62,14 @@ pub enum PresenceOp {
         channel: Arc<str>,
         user_id: Arc<str>,
     },
+    /// The node's first subscriber of a channel joined, or its last one left (apps with
+    /// occupancy webhooks only).
+    Occupancy {
+        app_id: Arc<str>,
+        channel: Arc<str>,
+        occupied: bool,
+        time_ms: u64,
+    },
     /// A user's first socket on this node signed in (watchlist online).
     SignedIn { app_id: Arc<str>, user_id: Arc<str> },
     /// A user's last socket on this node signed out.
@@ -129,6 +137,26 @@ impl Cluster {
     /// This node's connection count per app id.
     pub fn connections_key(&self, node: &str) -> String {
         format!("{}:node:{node}:conns", self.prefix)
+    }
+
+    /// The stream of webhook events every node delivers from.
+    pub fn webhook_stream(&self) -> String {
+        format!("{}:wh:events", self.prefix)
+    }
+
+    /// `channel_vacated` and `member_removed` webhooks waiting out their delay.
+    pub fn webhook_delayed(&self) -> String {
+        format!("{}:wh:delayed", self.prefix)
+    }
+
+    /// The nodes with subscribers of an app's channel (for occupancy webhooks).
+    pub fn occupancy_key(&self, app_id: &str, channel: &str) -> String {
+        format!("{}:{app_id}:occ:{channel}", self.prefix)
+    }
+
+    /// The channels a node has subscribers of, as `A\nC` (for occupancy webhooks).
+    pub fn node_occupancy_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:occ", self.prefix)
     }
 
     /// Redis is known to be unreachable: presence is kept locally until it is back.

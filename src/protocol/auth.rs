@@ -18,8 +18,13 @@ fn mac(secret: &str) -> HmacSha256 {
 
 /// `hex(HMAC_SHA256(secret, message))`, as the Pusher SDKs produce it.
 pub fn sign(secret: &str, message: &str) -> String {
+    sign_bytes(secret, message.as_bytes())
+}
+
+/// `hex(HMAC_SHA256(secret, bytes))`: a webhook body's `X-Pusher-Signature`.
+pub fn sign_bytes(secret: &str, bytes: &[u8]) -> String {
     let mut m = mac(secret);
-    m.update(message.as_bytes());
+    m.update(bytes);
     hex::encode(m.finalize().into_bytes())
 }
 

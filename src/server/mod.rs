@@ -92,7 +92,13 @@ pub async fn serve(
         .redis_url
         .as_deref()
         .map(|url| Cluster::new(&config.cluster, url));
-    let apps = AppStore::in_cluster(&config.apps, cluster.as_ref().map(|(c, _)| c));
+    let taps =
+        crate::webhooks::Taps::start(&config, cluster.as_ref().map(|(c, _)| c), stop_rx.clone());
+    let apps = AppStore::build(
+        &config.apps,
+        cluster.as_ref().map(|(c, _)| c),
+        taps.as_ref(),
+    );
     let ctx = Arc::new(ServerContext {
         http_phase: HttpPhase::new(max_http),
         client_ips: ClientIps::new(

@@ -583,6 +583,9 @@ impl Session {
         if let Some(cluster) = &self.app.cluster {
             cluster.publish(channel, Some(&self.socket_id.to_string()), &frame);
         }
+        if let Some(hooks) = &self.app.webhooks {
+            hooks.client_event(channel, event, data, self.socket_id.to_string(), user_id);
+        }
     }
 
     /// Leaves every channel and signs out; called once when the connection ends.

@@ -1,0 +1,154 @@
+//! From events to requests: every target of every app has its own bounded queue and worker,
+//! so a receiver that hangs holds up only its own events. A worker takes the first waiting
+//! event, lets others join it for `batch_window` (up to `max_batch_events`), and hands the
+//! batch to a delivery task; at most `concurrency` of those run per target.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::Stats;
+use super::deliver::{HttpClient, Receiver, deliver};
+use super::event::{WebhookEvent, body};
+use super::settings::{KindSet, WebhookKind, WebhookSettings};
+use crate::config::AppConfig;
+
+#[derive(Debug)]
+struct TargetQueue {
+    receiver: Arc<Receiver>,
+    tx: mpsc::Sender<WebhookEvent>,
+}
+
+/// Routes events to the queues of the targets that take them.
+#[derive(Debug)]
+pub struct Dispatcher {
+    apps: HashMap<String, Vec<TargetQueue>>,
+    stats: Arc<Stats>,
+}
+
+impl Dispatcher {
+    /// Starts one worker per target of every app (none for apps without webhooks). The
+    /// workers end when the dispatcher is dropped and their queues are drained.
+    pub fn start(
+        apps: &[AppConfig],
+        settings: &WebhookSettings,
+        stats: Arc<Stats>,
+    ) -> Arc<Dispatcher> {
+        let settings = Arc::new(settings.clone());
+        let client = super::deliver::client();
+        let mut by_app = HashMap::new();
+        for app in apps.iter().filter(|a| !a.webhooks.is_empty()) {
+            let mut queues = Vec::new();
+            for target in &app.webhooks {
+                let Some(receiver) = Receiver::new(target.clone(), &app.key, &app.secret) else {
+                    tracing::error!("webhooks: cannot use target {}; skipped", target.url);
+                    continue;
+                };
+                let receiver = Arc::new(receiver);
+                let (tx, rx) = mpsc::channel(settings.queue_events);
+                tokio::spawn(work(
+                    receiver.clone(),
+                    rx,
+                    client.clone(),
+                    settings.clone(),
+                    stats.clone(),
+                ));
+                queues.push(TargetQueue { receiver, tx });
+            }
+            by_app.insert(app.id.clone(), queues);
+        }
+        Arc::new(Dispatcher {
+            apps: by_app,
+            stats,
+        })
+    }
+
+    /// The kinds some target of `app_id` takes.
+    pub fn kinds(&self, app_id: &str) -> KindSet {
+        self.apps.get(app_id).map_or(KindSet::default(), |queues| {
+            queues
+                .iter()
+                .fold(KindSet::default(), |k, q| k.union(q.receiver.target.kinds))
+        })
+    }
+
+    /// Whether some target of `app_id` takes `kind` on `channel`.
+    pub fn takes(&self, app_id: &str, kind: WebhookKind, channel: &str) -> bool {
+        self.apps
+            .get(app_id)
+            .is_some_and(|qs| qs.iter().any(|q| q.receiver.target.takes(kind, channel)))
+    }
+
+    /// Queues `event` for every target of `app_id` that takes it. Never waits: a full queue
+    /// (its receiver far behind) drops the event for that target, logged and counted.
+    pub fn submit(&self, app_id: &str, event: WebhookEvent) {
+        let Some(queues) = self.apps.get(app_id) else {
+            return;
+        };
+        for queue in queues
+            .iter()
+            .filter(|q| q.receiver.target.takes(event.kind, &event.channel))
+        {
+            if queue.tx.try_send(event.clone()).is_err() {
+                let before = self
+                    .stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if before.is_power_of_two() || before == 0 {
+                    tracing::warn!(
+                        "webhooks: the queue for {} is full; {} event(s) dropped so far",
+                        queue.receiver.target.url,
+                        before + 1
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One target's worker: batches and hands batches to delivery tasks.
+async fn work(
+    receiver: Arc<Receiver>,
+    mut rx: mpsc::Receiver<WebhookEvent>,
+    client: HttpClient,
+    settings: Arc<WebhookSettings>,
+    stats: Arc<Stats>,
+) {
+    let in_flight = Arc::new(Semaphore::new(settings.concurrency));
+    let max = settings.max_batch_events;
+    let mut batch: Vec<WebhookEvent> = Vec::with_capacity(max);
+    loop {
+        if rx.recv_many(&mut batch, max).await == 0 {
+            return;
+        }
+        if batch.len() < max && !settings.batch_window.is_zero() {
+            tokio::time::sleep(settings.batch_window).await;
+            while batch.len() < max {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let events = std::mem::replace(&mut batch, Vec::with_capacity(max));
+        let (receiver, client, settings, stats) = (
+            receiver.clone(),
+            client.clone(),
+            settings.clone(),
+            stats.clone(),
+        );
+        tokio::spawn(async move {
+            let time_ms = events.iter().map(|e| e.time_ms).min().unwrap_or(0);
+            let body = Bytes::from(body(&events));
+            deliver(&client, &receiver, &settings, &stats, body, time_ms).await;
+            // The events (and their stream entries' acknowledgements) go only now.
+            drop(events);
+            drop(permit);
+        });
+    }
+}

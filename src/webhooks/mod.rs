@@ -1,0 +1,368 @@
+//! Webhooks: the apps' backends learn that a channel filled or emptied, that a presence user
+//! joined or left, that a browser sent a client event, that a cache channel was empty, and
+//! how many subscribe to a channel.
+//!
+//! ```text
+//!  registry / session ──signals──► single node: local::run (debounce, dedupe, count pacing)
+//!        │                                          │
+//!        └─ cluster: node-level transitions ──► Redis scripts decide once for the cluster,
+//!                                               write a stream (queue::run reads it)
+//!                                                   │
+//!                                   dispatch: one queue per target, batches ──► deliver:
+//!                                   signed POST, 4 s deadline, retries with backoff
+//! ```
+//!
+//! The registry and the sessions only ever *signal*: a non-blocking `try_send` into a bounded
+//! queue, never a socket write or a Redis call of their own. A receiver that hangs or fails
+//! costs timeouts and retries in the webhook tasks, and a bounded amount of memory per target
+//! ([`settings::WebhookSettings::queue_events`]); past it, events for that target are dropped
+//! and counted, never queued without bound.
+
+pub mod deliver;
+pub mod dispatch;
+pub mod event;
+pub mod local;
+pub mod queue;
+pub mod settings;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use tokio::sync::watch;
+
+use crate::cluster::{Cluster, ClusterChannels, PresenceOp};
+use crate::config::{AppConfig, Config};
+use dispatch::Dispatcher;
+use settings::{KindSet, WebhookKind};
+
+/// Signals waiting for the webhook task, at most; past it they are dropped and counted.
+pub const SIGNAL_QUEUE: usize = 64 * 1024;
+
+/// Milliseconds since the Unix epoch: a webhook's `time_ms`.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What happened, as the registry or a session saw it on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// The node's first subscriber of the channel joined (`true`), or its last left.
+    Occupancy {
+        channel: Arc<str>,
+        occupied: bool,
+    },
+    /// A presence user's first socket joined (`true`), or its last one left (single node).
+    Member {
+        channel: Arc<str>,
+        user_id: Arc<str>,
+        added: bool,
+    },
+    ClientEvent {
+        channel: Arc<str>,
+        event: String,
+        data: String,
+        socket_id: String,
+        user_id: Option<Arc<str>>,
+    },
+    CacheMiss {
+        channel: Arc<str>,
+    },
+    /// A non-presence channel's subscriber count changed (single node).
+    Count {
+        channel: Arc<str>,
+        count: usize,
+    },
+}
+
+/// One signal of one app, with the time it happened.
+#[derive(Debug, Clone)]
+pub struct AppSignal {
+    pub app_id: Arc<str>,
+    pub time_ms: u64,
+    pub signal: Signal,
+}
+
+/// Counters of the webhook pipeline, for the logs (and the metrics to come).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Webhook requests answered with 2xx.
+    pub delivered: AtomicU64,
+    /// Attempts that failed (non-2xx, refused, timed out) and were retried or given up.
+    pub failed_attempts: AtomicU64,
+    /// Requests given up after `retry_for`.
+    pub given_up: AtomicU64,
+    /// Events dropped because a queue was full.
+    pub dropped: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The running webhook pipeline's entry points, for building each app's [`AppWebhooks`].
+#[derive(Debug, Clone)]
+pub struct Taps {
+    tx: mpsc::Sender<AppSignal>,
+    clustered: bool,
+    pub stats: Arc<Stats>,
+}
+
+impl Taps {
+    /// Starts the pipeline when some app has webhook targets: the dispatcher's workers, and
+    /// the local task (single node) or the Redis queue task (cluster). `None` otherwise.
+    pub fn start(
+        config: &Config,
+        cluster: Option<&Arc<Cluster>>,
+        stop: watch::Receiver<bool>,
+    ) -> Option<Taps> {
+        if config.apps.iter().all(|a| a.webhooks.is_empty()) {
+            return None;
+        }
+        let stats = Arc::new(Stats::default());
+        let dispatcher = Dispatcher::start(&config.apps, &config.webhooks, stats.clone());
+        let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
+        match cluster {
+            None => {
+                tokio::spawn(local::run(rx, dispatcher, config.webhooks.clone(), stop));
+            }
+            Some(cluster) => {
+                let ctx = queue::QueueContext {
+                    cluster: cluster.clone(),
+                    dispatcher,
+                    settings: config.webhooks.clone(),
+                };
+                tokio::spawn(queue::run(ctx, rx, stop));
+            }
+        }
+        Some(Taps {
+            tx,
+            clustered: cluster.is_some(),
+            stats,
+        })
+    }
+
+    /// The hooks of one app; `None` when it has no targets.
+    pub fn for_app(
+        &self,
+        config: &AppConfig,
+        cluster: Option<&ClusterChannels>,
+    ) -> Option<Arc<AppWebhooks>> {
+        let kinds = config
+            .webhooks
+            .iter()
+            .fold(KindSet::default(), |k, t| k.union(t.kinds));
+        if kinds.is_empty() {
+            return None;
+        }
+        let hooks = match cluster {
+            Some(channels) if self.clustered => {
+                AppWebhooks::clustered(channels.clone(), kinds, self.tx.clone(), self.stats.clone())
+            }
+            _ => AppWebhooks::local(&config.id, kinds, self.tx.clone(), self.stats.clone()),
+        };
+        Some(Arc::new(hooks))
+    }
+}
+
+/// Where an app's signals go.
+#[derive(Debug, Clone)]
+enum Route {
+    /// Single node: the local webhook task.
+    Local(mpsc::Sender<AppSignal>),
+    /// Cluster: occupancy goes through the cluster link's scripts; the node's own events
+    /// (client events, cache misses) straight to the Redis queue task.
+    Cluster {
+        channels: ClusterChannels,
+        direct: mpsc::Sender<AppSignal>,
+    },
+}
+
+/// One app's webhook hooks, held by its registry and sessions. Every method is a cheap test
+/// of the kinds the app's targets take, then at most one non-blocking send.
+#[derive(Debug)]
+pub struct AppWebhooks {
+    app_id: Arc<str>,
+    kinds: KindSet,
+    route: Route,
+    stats: Arc<Stats>,
+}
+
+impl AppWebhooks {
+    /// Hooks for a single node, sending into the local webhook task.
+    pub fn local(
+        app_id: &str,
+        kinds: KindSet,
+        tx: mpsc::Sender<AppSignal>,
+        stats: Arc<Stats>,
+    ) -> AppWebhooks {
+        AppWebhooks {
+            app_id: Arc::from(app_id),
+            kinds,
+            route: Route::Local(tx),
+            stats,
+        }
+    }
+
+    /// Hooks for a node of a cluster.
+    pub fn clustered(
+        channels: ClusterChannels,
+        kinds: KindSet,
+        direct: mpsc::Sender<AppSignal>,
+        stats: Arc<Stats>,
+    ) -> AppWebhooks {
+        AppWebhooks {
+            app_id: channels.app_id.clone(),
+            kinds,
+            route: Route::Cluster { channels, direct },
+            stats,
+        }
+    }
+
+    pub fn wants(&self, kind: WebhookKind) -> bool {
+        self.kinds.contains(kind)
+    }
+
+    /// Whether presence member events are decided for webhooks (by the cluster scripts).
+    pub fn wants_members(&self) -> bool {
+        self.wants(WebhookKind::MemberAdded) || self.wants(WebhookKind::MemberRemoved)
+    }
+
+    fn wants_occupancy(&self) -> bool {
+        self.wants(WebhookKind::ChannelOccupied) || self.wants(WebhookKind::ChannelVacated)
+    }
+
+    fn send(&self, tx: &mpsc::Sender<AppSignal>, signal: Signal) {
+        let message = AppSignal {
+            app_id: self.app_id.clone(),
+            time_ms: now_ms(),
+            signal,
+        };
+        if tx.try_send(message).is_err() {
+            Stats::add(&self.stats.dropped, 1);
+        }
+    }
+
+    /// The node's first subscriber of `channel` joined (`occupied`), or its last one left.
+    /// Called under the channel's shard lock, so a channel's signals keep their order.
+    pub fn occupancy(&self, channel: &Arc<str>, occupied: bool) {
+        if !self.wants_occupancy() {
+            return;
+        }
+        match &self.route {
+            Route::Local(tx) => self.send(
+                tx,
+                Signal::Occupancy {
+                    channel: channel.clone(),
+                    occupied,
+                },
+            ),
+            Route::Cluster { channels, .. } => {
+                channels.cluster.presence(PresenceOp::Occupancy {
+                    app_id: self.app_id.clone(),
+                    channel: channel.clone(),
+                    occupied,
+                    time_ms: now_ms(),
+                });
+            }
+        }
+    }
+
+    /// A presence user's first socket joined, or its last one left. In a cluster the
+    /// presence scripts decide this for the whole cluster, so nodes never signal it.
+    pub fn member(&self, channel: &Arc<str>, user_id: &Arc<str>, added: bool) {
+        if !self.wants_members() {
+            return;
+        }
+        if let Route::Local(tx) = &self.route {
+            self.send(
+                tx,
+                Signal::Member {
+                    channel: channel.clone(),
+                    user_id: user_id.clone(),
+                    added,
+                },
+            );
+        }
+    }
+
+    pub fn client_event(
+        &self,
+        channel: &str,
+        event: &str,
+        data: &serde_json::value::RawValue,
+        socket_id: String,
+        user_id: Option<Arc<str>>,
+    ) {
+        if !self.wants(WebhookKind::ClientEvent) {
+            return;
+        }
+        // `data` as a string: the client's string, or the JSON text of anything else.
+        let text = data.get();
+        let data = if text.starts_with('"') {
+            serde_json::from_str::<String>(text).unwrap_or_else(|_| text.to_string())
+        } else {
+            text.to_string()
+        };
+        self.send(
+            self.direct(),
+            Signal::ClientEvent {
+                channel: Arc::from(channel),
+                event: event.to_string(),
+                data,
+                socket_id,
+                user_id,
+            },
+        );
+    }
+
+    /// A subscriber of a cache channel found nothing cached.
+    pub fn cache_miss(&self, channel: &Arc<str>) {
+        if self.wants(WebhookKind::CacheMiss) {
+            self.send(
+                self.direct(),
+                Signal::CacheMiss {
+                    channel: channel.clone(),
+                },
+            );
+        }
+    }
+
+    /// A channel's subscriber count on a single node (a cluster's counts are the link's).
+    pub fn count(&self, channel: &Arc<str>, count: usize) {
+        if !self.wants(WebhookKind::SubscriptionCount) {
+            return;
+        }
+        if let Route::Local(tx) = &self.route {
+            self.send(
+                tx,
+                Signal::Count {
+                    channel: channel.clone(),
+                    count,
+                },
+            );
+        }
+    }
+
+    /// Whether the link should send this app's cluster-wide counts as webhooks.
+    pub fn wants_cluster_counts(&self) -> bool {
+        matches!(self.route, Route::Cluster { .. }) && self.wants(WebhookKind::SubscriptionCount)
+    }
+
+    pub fn wants_cluster_occupancy(&self) -> bool {
+        matches!(self.route, Route::Cluster { .. }) && self.wants_occupancy()
+    }
+
+    fn direct(&self) -> &mpsc::Sender<AppSignal> {
+        match &self.route {
+            Route::Local(tx) => tx,
+            Route::Cluster { direct, .. } => direct,
+        }
+    }
+}
