@@ -11,6 +11,7 @@ mod http;
 mod publisher;
 mod redis;
 mod scenarios;
+mod side_load;
 mod sys;
 mod worker;
 mod ws;
@@ -216,6 +217,17 @@ pub(crate) struct PublishArgs {
     pub(crate) data_bytes: usize,
     #[arg(long, default_value_t = 5_000)]
     pub(crate) drain_ms: u64,
+    /// Beside the publishing, subscribe to this many fresh channels per second (and leave
+    /// the previous one), so the server has occupancy and count webhooks to send.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) sub_churn_rate: f64,
+    /// Connections the subscription churn runs on.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) sub_churn_conns: usize,
+    /// Run a webhook receiver for the server to send to: `ok:127.0.0.1:PORT` answers 200 at
+    /// once, `hang:127.0.0.1:PORT` accepts and never answers.
+    #[arg(long)]
+    pub(crate) webhook_receiver: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

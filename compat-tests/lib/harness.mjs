@@ -65,9 +65,10 @@ function configToml(app, extraApp = {}, server = {}) {
 /**
  * Starts Crier on 127.0.0.1 with the test app. `port` 0 (the default) lets the server pick a
  * free port, which it announces on stdout. Resolves to a handle with `port`, `stop()`,
- * `logs()`. `appOptions` adds settings to the `[[apps]]` entry of the config file.
+ * `logs()`. `appOptions` adds settings to the `[[apps]]` entry of the config file. `env` adds
+ * (or replaces) environment variables of the Crier process, e.g. `CRIER_APP_WEBHOOKS`.
  */
-export async function startCrier({ port = 0, appOptions = {}, serverOptions = {}, cluster, timeoutMs = 15000 } = {}) {
+export async function startCrier({ port = 0, appOptions = {}, serverOptions = {}, cluster, env: extraEnv = {}, timeoutMs = 15000 } = {}) {
   if (!existsSync(CRIER_BIN)) {
     throw new Error(`Crier binary not found at ${CRIER_BIN} (build it with cargo build --release, or set CRIER_BIN)`);
   }
@@ -84,6 +85,7 @@ export async function startCrier({ port = 0, appOptions = {}, serverOptions = {}
   // A cluster only when asked for: never through CRIER_REDIS_* left in the caller's environment.
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' };
   for (const k of ['CRIER_REDIS_URL', 'CRIER_REDIS_PREFIX', 'CRIER_NODE_ID']) delete env[k];
+  Object.assign(env, extraEnv);
   const child = spawn(CRIER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   live.add(child);
   if (process.env.CRIER_COMPAT_PIDFILE) {

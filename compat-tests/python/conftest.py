@@ -80,6 +80,15 @@ def _stop(proc, grace=8):
 
 @pytest.fixture(scope="session")
 def crier():
+    with start_crier() as c:
+        yield c
+
+
+@contextlib.contextmanager
+def start_crier(env=None):
+    """Runs a Crier with the test app until the block ends; yields {"port", "proc", "lines"}.
+    `env` adds (or replaces) environment variables of the Crier process (e.g.
+    CRIER_APP_WEBHOOKS)."""
     if not os.path.exists(CRIER_BIN):
         pytest.fail("Crier binary not found at %s (cargo build --release, or set CRIER_BIN)" % CRIER_BIN)
     tmp = tempfile.mkdtemp(prefix="crier-compat-py-")
@@ -92,6 +101,7 @@ def crier():
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
+        env=dict(os.environ, **env) if env else None,
     )
     _record_pid(proc.pid)
     try:

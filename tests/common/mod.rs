@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary compiles this module and uses only part of it
 
 pub mod redis_server;
+pub mod webhook_receiver;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,12 +1,16 @@
 //! `publish`: signed HTTP API events per second from several keep-alive connections, to a
-//! channel with subscribers and to one without.
+//! channel with subscribers and to one without; optionally beside a subscription churn and a
+//! webhook receiver that answers or hangs (what webhook work costs the publish path).
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::*;
 use crate::PublishArgs;
+use crate::side_load::{self, ChurnStats, ReceiverStats};
 
 pub(super) async fn publish(c: &Ctx, a: &PublishArgs, out: &mut Out) -> Res<()> {
     out.line(format!(
@@ -31,6 +35,35 @@ pub(super) async fn publish(c: &Ctx, a: &PublishArgs, out: &mut Out) -> Res<()> 
     for sp in &mut specs {
         sp.channel_prefix = prefix.clone();
     }
+    let receiver = match &a.webhook_receiver {
+        Some(spec) => {
+            let (mode, addr) = side_load::parse_receiver(spec)?;
+            let stats = Rc::new(ReceiverStats::default());
+            let task = tokio::task::spawn_local(side_load::receiver(mode, addr, stats.clone()));
+            out.line(format!("webhook receiver ({mode:?}) on {addr}"));
+            Some((task, stats))
+        }
+        None => None,
+    };
+    let churn_stop = Rc::new(Cell::new(false));
+    let churn_stats = Rc::new(ChurnStats::default());
+    let churn = if a.sub_churn_rate > 0.0 {
+        out.line(format!(
+            "subscription churn: {} fresh channel(s)/s over {} connection(s)",
+            a.sub_churn_rate, a.sub_churn_conns
+        ));
+        Some(tokio::task::spawn_local(side_load::subscription_churn(
+            c.nodes[0].clone(),
+            c.src_base,
+            format!("{}churn-", c.g.channel_prefix),
+            a.sub_churn_rate,
+            a.sub_churn_conns,
+            churn_stop.clone(),
+            churn_stats.clone(),
+        )))
+    } else {
+        None
+    };
     let mut phases = Vec::new();
     let mut w = if a.subscribers > 0 {
         let mut w = Workers::spawn(&specs).await.map_err(|e| e.to_string())?;
@@ -94,6 +127,41 @@ pub(super) async fn publish(c: &Ctx, a: &PublishArgs, out: &mut Out) -> Res<()> 
         out.set(name, j);
     }
     out.set("http_conns", json!(a.http_conns));
+    if let Some(t) = churn {
+        churn_stop.set(true);
+        let _ = t.await;
+        out.line(format!(
+            "subscription churn: {} subscribes, {} errors",
+            churn_stats.subscribes.get(),
+            churn_stats.errors.get()
+        ));
+        out.set(
+            "sub_churn",
+            json!({"rate": a.sub_churn_rate, "subscribes": churn_stats.subscribes.get(),
+                   "errors": churn_stats.errors.get()}),
+        );
+    }
+    if let Some((task, stats)) = receiver {
+        task.abort();
+        out.line(format!(
+            "webhook receiver: {} connection(s), {} request(s) answered",
+            stats.connections.get(),
+            stats.requests.get()
+        ));
+        out.set(
+            "webhook_receiver",
+            json!({"connections": stats.connections.get(), "answered": stats.requests.get()}),
+        );
+    }
+    let rss: Vec<u64> = c
+        .pids
+        .iter()
+        .filter_map(|p| crate::sys::rss_kb(p))
+        .collect();
+    if !rss.is_empty() {
+        out.line(format!("server RSS at the end: {rss:?} KiB"));
+        out.set("server_rss_kb", json!(rss));
+    }
     if let Some(w) = w {
         w.shutdown().await;
     }
