@@ -179,6 +179,12 @@ impl Registry {
         }
     }
 
+    fn signal_occupancy(&self, channel: &str, occupied: bool) {
+        if let Some(hooks) = &self.webhooks {
+            hooks.occupancy(&Arc::from(channel), occupied);
+        }
+    }
+
     /// Notes that `channel`'s local count may change (cluster only).
     pub fn touch(&self, channel: &str) {
         if self.cluster.is_some() {
@@ -517,6 +523,13 @@ impl Registry {
                     push_member_event(ch, channel, true, &member.user_id, member.info.as_deref());
                 }
             } else {
+                if ch.subscribers.is_empty() {
+                    // The node's occupancy goes to Redis before the member does, so the
+                    // cluster's `channel_occupied` precedes `member_added`. The later 0→1
+                    // signal when the socket is released repeats it harmlessly: the node is
+                    // already in the channel's occupancy set.
+                    self.signal_occupancy(&key, true);
+                }
                 cluster.presence_join(channel, &member.user_id, info, max_members);
             }
         }
@@ -548,7 +561,12 @@ impl Registry {
                 let Some(at) = replica.waiting.iter().position(|w| w.conn == conn) else {
                     return;
                 };
-                Some(replica.waiting.remove(at).member.user_id)
+                let user = replica.waiting.remove(at).member.user_id;
+                if ch.subscribers.is_empty() && replica.waiting.is_empty() {
+                    // It left before it was acknowledged: undo the occupancy signalled early.
+                    self.signal_occupancy(channel, false);
+                }
+                Some(user)
             }
         };
         if let Some(user) = user {
@@ -664,6 +682,12 @@ impl Registry {
             if let Some(local) = ch.members.as_mut() {
                 local.leave(&w.member.user_id);
             }
+        }
+        let emptied =
+            ch.subscribers.is_empty() && ch.replica.as_ref().is_none_or(|r| r.waiting.is_empty());
+        if !refused.is_empty() && emptied {
+            // Undo the occupancy signalled before the refused user's join.
+            self.signal_occupancy(channel, false);
         }
         self.drop_if_unused(&mut shard, channel);
     }
