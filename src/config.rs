@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -77,6 +77,16 @@ pub struct ServerSettings {
     pub max_connections_per_ip: Option<usize>,
     /// Proxies whose `X-Forwarded-For` is believed when counting connections per address.
     pub trusted_proxies: Vec<IpRange>,
+    /// Where `GET /metrics` (and `/up`, `/ready`) listen apart from the main port; port 0
+    /// turns that listener off.
+    pub metrics_host: String,
+    pub metrics_port: u16,
+    /// PEM certificate chain and private key: with both, the main port serves `wss://` and
+    /// `https://` only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// On SIGTERM, the time over which open connections are closed (with 4200) in waves.
+    pub drain: Duration,
 }
 
 /// One tenant: its credentials and limits.
@@ -121,6 +131,11 @@ pub struct AppConfig {
     pub subscriptions_per_second: u32,
     /// Where the app's webhooks go; none by default.
     pub webhooks: Vec<WebhookTarget>,
+    /// Events the HTTP API accepts per second (a batch counts each event); over it: 429.
+    /// `None` means unlimited. In a cluster the limit holds for the cluster.
+    pub max_backend_events_per_second: Option<u32>,
+    /// HTTP API reads (channels, channel, users) per second; over it: 429. `None`: unlimited.
+    pub max_read_requests_per_second: Option<u32>,
 }
 
 impl Default for ServerSettings {
@@ -138,6 +153,11 @@ impl Default for ServerSettings {
             max_http_connections: 1024,
             max_connections_per_ip: None,
             trusted_proxies: Vec::new(),
+            metrics_host: "0.0.0.0".to_string(),
+            metrics_port: 9601,
+            tls_cert: None,
+            tls_key: None,
+            drain: Duration::from_secs(10),
         }
     }
 }
@@ -166,6 +186,8 @@ impl Default for AppConfig {
             max_subscriptions_per_connection: 300,
             subscriptions_per_second: 50,
             webhooks: Vec::new(),
+            max_backend_events_per_second: None,
+            max_read_requests_per_second: None,
         }
     }
 }
@@ -380,6 +402,12 @@ pub struct ServerOverrides {
     pub max_connections_per_ip: Option<usize>,
     /// IP addresses or CIDR ranges; parsed (and checked) when applied.
     pub trusted_proxies: Option<Vec<String>>,
+    pub metrics_host: Option<String>,
+    /// 0 turns the metrics listener off.
+    pub metrics_port: Option<u16>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub drain_secs: Option<u64>,
 }
 
 /// One app's settings as a file, the environment or flags state them; `None` leaves a value
@@ -411,6 +439,10 @@ pub struct AppOverrides {
     pub subscriptions_per_second: Option<u32>,
     /// `[[apps.webhooks]]`, or `CRIER_APP_WEBHOOKS` (a JSON array); replaces the app's list.
     pub webhooks: Option<Vec<WebhookEntry>>,
+    /// 0 means unlimited.
+    pub max_backend_events_per_second: Option<u32>,
+    /// 0 means unlimited.
+    pub max_read_requests_per_second: Option<u32>,
 }
 
 /// Overrides from the environment or the command line: the server, and the first app.
@@ -461,6 +493,15 @@ impl ServerOverrides {
                 })
                 .collect::<Result<_, _>>()?;
         }
+        set(&mut s.metrics_host, &self.metrics_host);
+        set(&mut s.metrics_port, &self.metrics_port);
+        if let Some(path) = &self.tls_cert {
+            s.tls_cert = (!path.as_os_str().is_empty()).then(|| path.clone());
+        }
+        if let Some(path) = &self.tls_key {
+            s.tls_key = (!path.as_os_str().is_empty()).then(|| path.clone());
+        }
+        set_secs(&mut s.drain, self.drain_secs);
         Ok(())
     }
 }
@@ -518,6 +559,12 @@ impl AppOverrides {
                     })
                 })
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some(n) = self.max_backend_events_per_second {
+            a.max_backend_events_per_second = (n > 0).then_some(n);
+        }
+        if let Some(n) = self.max_read_requests_per_second {
+            a.max_read_requests_per_second = (n > 0).then_some(n);
         }
         Ok(())
     }
@@ -628,6 +675,24 @@ impl Config {
         if s.host.trim().is_empty() {
             return Err(invalid("server.host", "must not be empty"));
         }
+        if s.metrics_host.trim().is_empty() {
+            return Err(invalid("server.metrics_host", "must not be empty"));
+        }
+        match (&s.tls_cert, &s.tls_key) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "server.tls_key",
+                    "must be set with server.tls_cert (a PEM private key)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "server.tls_cert",
+                    "must be set with server.tls_key (a PEM certificate chain)",
+                ));
+            }
+            _ => {}
+        }
         if s.activity_timeout.as_secs() == 0 {
             return Err(invalid(
                 "server.activity_timeout_secs",
@@ -646,6 +711,7 @@ impl Config {
             ("server.write_timeout_secs", s.write_timeout),
             ("server.shutdown_timeout_secs", s.shutdown_timeout),
             ("server.http_timeout_secs", s.http_timeout),
+            ("server.drain_secs", s.drain),
         ] {
             at_most(setting, value, MAX_SECS)?;
         }

@@ -65,6 +65,21 @@ struct Cli {
     /// Comma-separated proxy addresses or CIDR ranges whose X-Forwarded-For is believed.
     #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Option<Vec<String>>,
+    /// Address of the metrics listener (GET /metrics, /up, /ready).
+    #[arg(long, env = "CRIER_METRICS_HOST")]
+    metrics_host: Option<String>,
+    /// Port of the metrics listener (default 9601; 0 = off).
+    #[arg(long, env = "CRIER_METRICS_PORT")]
+    metrics_port: Option<u16>,
+    /// PEM certificate chain: serve wss:// and https:// (with --tls-key; SIGHUP reloads it).
+    #[arg(long, env = "CRIER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CRIER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Seconds over which SIGTERM closes open connections, in waves (default 10).
+    #[arg(long, env = "CRIER_DRAIN_SECS")]
+    drain_secs: Option<u64>,
     /// Id of the first (default) app.
     #[arg(long, env = "CRIER_APP_ID")]
     app_id: Option<String>,
@@ -125,6 +140,12 @@ struct Cli {
     /// Subscribe messages per second per connection for the first app (0 = unlimited).
     #[arg(long, env = "CRIER_APP_SUBSCRIPTIONS_PER_SECOND")]
     app_subscriptions_per_second: Option<u32>,
+    /// HTTP API events per second the first app may publish (0 = unlimited; over it: 429).
+    #[arg(long, env = "CRIER_APP_MAX_BACKEND_EVENTS_PER_SECOND")]
+    app_max_backend_events_per_second: Option<u32>,
+    /// HTTP API read requests per second for the first app (0 = unlimited; over it: 429).
+    #[arg(long, env = "CRIER_APP_MAX_READ_REQUESTS_PER_SECOND")]
+    app_max_read_requests_per_second: Option<u32>,
     /// The first app's webhook targets: a JSON array of {"url": ..., "event_types": [...]}.
     #[arg(long, env = "CRIER_APP_WEBHOOKS", value_parser = parse_json_targets)]
     app_webhooks: Option<EntryList>,
@@ -161,6 +182,11 @@ impl Cli {
                 max_http_connections: self.max_http_connections,
                 max_connections_per_ip: self.max_connections_per_ip,
                 trusted_proxies: self.trusted_proxies.clone(),
+                metrics_host: self.metrics_host.clone(),
+                metrics_port: self.metrics_port,
+                tls_cert: self.tls_cert.clone(),
+                tls_key: self.tls_key.clone(),
+                drain_secs: self.drain_secs,
             },
             app: AppOverrides {
                 id: self.app_id.clone(),
@@ -181,6 +207,8 @@ impl Cli {
                 max_subscriptions_per_connection: self.app_max_subscriptions_per_connection,
                 subscriptions_per_second: self.app_subscriptions_per_second,
                 webhooks: self.app_webhooks.clone().map(|l| l.0),
+                max_backend_events_per_second: self.app_max_backend_events_per_second,
+                max_read_requests_per_second: self.app_max_read_requests_per_second,
                 ..AppOverrides::default()
             },
             webhooks: WebhookOverrides {
