@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::channels::{Registry, Users};
 use crate::cluster::{Cluster, ClusterChannels};
 use crate::config::AppConfig;
+use crate::metrics::{AppMetrics, Families};
 use crate::webhooks::{AppWebhooks, Taps};
 
 /// One app at run time.
@@ -20,6 +21,9 @@ pub struct App {
     pub cluster: Option<ClusterChannels>,
     /// The app's webhooks, when it has targets.
     pub webhooks: Option<Arc<AppWebhooks>>,
+    pub metrics: Arc<AppMetrics>,
+    /// This node's HTTP API rate-limit windows.
+    pub rate_windows: crate::http_api::rate_limit::Windows,
     connections: AtomicUsize,
     /// In a cluster: the other nodes' connections, as last read from Redis (each second).
     remote_connections: AtomicUsize,
@@ -38,11 +42,17 @@ impl App {
 
     /// An app whose channels are shared with the other nodes of `cluster`.
     pub fn in_cluster(config: AppConfig, cluster: Option<&Arc<Cluster>>) -> Self {
-        App::build(config, cluster, None)
+        App::build(config, cluster, None, None)
     }
 
-    /// An app in `cluster` (if any), signalling its webhooks through `taps` (if any).
-    pub fn build(config: AppConfig, cluster: Option<&Arc<Cluster>>, taps: Option<&Taps>) -> Self {
+    /// An app in `cluster` (if any), signalling its webhooks through `taps` (if any) and
+    /// counting into `families` (if any).
+    pub fn build(
+        config: AppConfig,
+        cluster: Option<&Arc<Cluster>>,
+        taps: Option<&Taps>,
+        families: Option<&Families>,
+    ) -> Self {
         let cluster = cluster.map(|c| ClusterChannels {
             cluster: c.clone(),
             app_id: Arc::from(config.id.as_str()),
@@ -50,7 +60,14 @@ impl App {
         let webhooks = taps.and_then(|t| t.for_app(&config, cluster.as_ref()));
         let mut registry = Registry::new(config.subscription_count_events, cluster.clone());
         registry.set_webhooks(webhooks.clone());
+        let metrics = Arc::new(match families {
+            Some(f) => f.for_app(&config.id),
+            None => AppMetrics::detached(&config.id),
+        });
+        registry.set_metrics(metrics.clone());
         App {
+            metrics,
+            rate_windows: Default::default(),
             registry,
             users: Users::new(cluster.clone()),
             cluster,
@@ -111,14 +128,19 @@ impl AppStore {
     }
 
     pub fn in_cluster(apps: &[AppConfig], cluster: Option<&Arc<Cluster>>) -> Self {
-        AppStore::build(apps, cluster, None)
+        AppStore::build(apps, cluster, None, None)
     }
 
-    pub fn build(apps: &[AppConfig], cluster: Option<&Arc<Cluster>>, taps: Option<&Taps>) -> Self {
+    pub fn build(
+        apps: &[AppConfig],
+        cluster: Option<&Arc<Cluster>>,
+        taps: Option<&Taps>,
+        families: Option<&Families>,
+    ) -> Self {
         let apps: Vec<Arc<App>> = apps
             .iter()
             .cloned()
-            .map(|c| Arc::new(App::build(c, cluster, taps)))
+            .map(|c| Arc::new(App::build(c, cluster, taps, families)))
             .collect();
         AppStore {
             by_id: Arc::new(

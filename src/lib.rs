@@ -21,6 +21,7 @@
 //! - [`cluster`]: several nodes joined through Redis (interest routing, the Redis link).
 //! - [`server`]: the accept loop, HTTP routing and the shutdown sequence.
 //! - [`webhooks`]: occupancy, membership and client events sent to the apps' backends.
+//! - [`metrics`]: Prometheus counters and the metrics listener (`/metrics`, `/up`, `/ready`).
 //!
 //! The modules are public so the integration tests and the embedding API can reach them;
 //! the supported embedding surface is [`serve`] and the configuration types.
@@ -30,6 +31,7 @@ pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod http_api;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod webhooks;

@@ -10,8 +10,11 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use crier::config::{AppOverrides, ClusterOverrides, ServerOverrides};
+use crier::server::Stop;
 use crier::webhooks::settings::{EntryList, WebhookOverrides, parse_json_targets};
 use crier::{Config, ConfigError, Overrides};
+
+mod migration;
 
 /// jemalloc with background threads gives memory back after a spike (15,000 half-open
 /// connections: RSS back from 296 MB to 16 MB within 8 s, where glibc malloc and mimalloc kept
@@ -240,14 +243,28 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return clap_failure(e),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CRIER_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("CRIER_LOG").unwrap_or_else(|_| "info".into());
+    match std::env::var("CRIER_LOG_FORMAT").as_deref() {
+        Ok("json") => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        Ok("text") | Err(_) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+        Ok(other) => {
+            eprintln!("crier: CRIER_LOG_FORMAT={other}: expected one of: text, json");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let mut cli = cli;
+    for line in migration::adopt_soketi_env(&mut cli) {
+        tracing::info!("{line}");
+    }
     let config = match Config::load(cli.config.as_deref(), &cli.overrides()) {
         Ok(c) => c,
         Err(e) => {
@@ -423,7 +440,9 @@ async fn run(config: Config) -> Result<(), Failure> {
         config.apps.len(),
         first.key
     );
-    crier::serve(listener, config, shutdown_signal())
+    let (stops, stopped) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(forward_signals(stops));
+    crier::server::serve_until(listener, config, stopped)
         .await
         .map_err(Failure::Serve)?;
     println!("crier stopped");
@@ -461,19 +480,41 @@ async fn listen(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListene
     socket.listen(LISTEN_BACKLOG)
 }
 
-async fn shutdown_signal() {
+/// SIGTERM starts the paced drain; SIGINT, or a second SIGTERM, closes everything now.
+async fn forward_signals(stops: tokio::sync::mpsc::Sender<Stop>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let name = match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => Some(term),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); only SIGINT stops the server");
+            None
         }
     };
-    tracing::info!("{name} received: closing connections and shutting down");
+    let mut draining = false;
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT received: closing connections and shutting down");
+                Stop::Now
+            }
+            Some(()) = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if draining {
+                    tracing::info!("SIGTERM received again: closing the remaining connections now");
+                    Stop::Now
+                } else {
+                    tracing::info!("SIGTERM received: draining (/ready answers 503, new WebSockets refused)");
+                    Stop::Drain
+                }
+            }
+        };
+        draining = true;
+        if stops.send(stop).await.is_err() || stop == Stop::Now {
+            return;
+        }
+    }
 }

@@ -295,6 +295,21 @@ impl Running {
         }
     }
 
+    /// Waits up to `within` for the child's exit code.
+    fn terminate_wait(&mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for crier") {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "crier still running after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM to this child (by its pid) and waits up to `within` for its exit code.
     fn terminate(&mut self, within: Duration) -> Option<i32> {
         let status = Command::new("kill")
@@ -409,4 +424,152 @@ async fn example_config_file_is_valid_and_served() {
     ]));
     let addr = running.listening_addr();
     Client::connect(addr).await;
+}
+
+#[tokio::test]
+async fn soketi_names_configure_the_default_app_and_crier_names_win() {
+    let running = Running::start(
+        crier()
+            .args(["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"])
+            .env("SOKETI_DEFAULT_APP_ID", "soketi-id")
+            .env("SOKETI_DEFAULT_APP_KEY", "soketi-key")
+            .env("SOKETI_DEFAULT_APP_SECRET", "soketi-secret")
+            .env("SOKETI_DEFAULT_APP_MAX_CONNS", "-1")
+            .env("SOKETI_PORT", "1"),
+    );
+    let addr = running.listening_addr();
+    let mut client = Client::connect_app(addr, "soketi-key", "soketi-secret").await;
+    client.subscribe_private("private-from-soketi-env").await;
+    let api = common::Api::for_app(addr, "soketi-id", "soketi-key", "soketi-secret");
+    api.publish("private-from-soketi-env", "e", "moved").await;
+    assert_eq!(client.recv_json().await["data"], "moved");
+    drop(running);
+
+    let running = Running::start(
+        crier()
+            .args(["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"])
+            .env("SOKETI_DEFAULT_APP_KEY", "soketi-key")
+            .env("CRIER_APP_KEY", "crier-key"),
+    );
+    let addr = running.listening_addr();
+    Client::connect_app(addr, "crier-key", common::APP_SECRET).await;
+    let mut refused = Client::open(addr, "/app/soketi-key?protocol=7", None).await;
+    refused.expect_error_then_close(4001).await;
+}
+
+#[test]
+fn the_log_says_which_soketi_names_it_took() {
+    // A bad setting ends the run right after the settings are read, with the log written.
+    let (code, output) = run_to_exit(
+        crier()
+            .args(["--activity-timeout", "0"])
+            .env("SOKETI_DEFAULT_APP_KEY", "soketi-key")
+            .env("SOKETI_PORT", "not-a-port"),
+    );
+    assert_eq!(code, Some(2), "{output}");
+    assert!(
+        output.contains("using SOKETI_DEFAULT_APP_KEY as CRIER_APP_KEY"),
+        "{output}"
+    );
+    assert!(
+        output.contains("ignoring SOKETI_PORT=not-a-port"),
+        "{output}"
+    );
+}
+
+#[test]
+fn an_unknown_log_format_exits_2_naming_the_variable() {
+    let (code, output) = run_to_exit(crier().env("CRIER_LOG_FORMAT", "yaml").args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]));
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("CRIER_LOG_FORMAT=yaml"), "{output}");
+}
+
+#[tokio::test]
+async fn json_log_lines_are_json_objects() {
+    let mut running = Running::start(
+        crier()
+            .args(["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"])
+            .env("CRIER_LOG_FORMAT", "json"),
+    );
+    running.listening_addr();
+    let _ = running.terminate(Duration::from_secs(10));
+    let lines = running.remaining_lines();
+    let logged: Vec<&String> = lines.iter().filter(|l| l.starts_with('{')).collect();
+    assert!(!logged.is_empty(), "{lines:?}");
+    for line in logged {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_ready_turns_503_and_a_second_sigterm_closes_the_rest() {
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut running = Running::start(crier().args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--metrics-host",
+        "127.0.0.1",
+        "--metrics-port",
+        &metrics_port.to_string(),
+        "--drain-secs",
+        "600",
+    ]));
+    let addr = running.listening_addr();
+    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while common::probe(metrics, "/ready").await != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics port never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        clients.push(common::RawWs::connect_app(addr).await);
+    }
+    let pid = running.child.id().to_string();
+    let term = || {
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    term();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while common::http_request(metrics, "GET", "/ready", Vec::new())
+        .await
+        .status
+        != 503
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready never turned 503"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Over 600 s, 300 connections close one every 2 s: nearly all are still open now.
+    term();
+    for mut client in clients {
+        client.expect_close(4200, Duration::from_secs(10)).await;
+    }
+    let code = tokio::task::spawn_blocking(move || running.terminate_wait(Duration::from_secs(10)))
+        .await
+        .expect("wait");
+    assert_eq!(code, Some(0));
 }

@@ -137,6 +137,8 @@ pub(crate) enum Cmd {
     /// sustained publishing through the nodes; loss, duplicates, latency, CPU of every node
     /// and of Redis, Redis bytes per publish.
     Cluster(ClusterArgs),
+    /// N connections, then SIGTERM to --server-pid: closes per 100 ms (the drain's curve).
+    Drain(DrainArgs),
     #[command(name = "__worker", hide = true)]
     Worker { spec: String },
 }
@@ -240,6 +242,20 @@ pub(crate) struct ChurnArgs {
     /// How long each churned connection stays, ms.
     #[arg(long, default_value_t = 1_000)]
     pub(crate) churn_hold_ms: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct DrainArgs {
+    #[arg(long, short = 'n', default_value_t = 10_000)]
+    pub(crate) connections: usize,
+    #[arg(long, default_value_t = 100)]
+    pub(crate) channels: usize,
+    /// Width of one bar of the curve, ms.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) bucket_ms: u64,
+    /// How long to wait for every close after the signal, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) wait_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]

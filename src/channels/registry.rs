@@ -30,6 +30,7 @@ use super::presence::{self, Member, Members};
 use super::replica::{Applied, Replica, WaitingMember};
 use crate::cluster::ClusterChannels;
 use crate::cluster::wire::MemberEvent;
+use crate::metrics::AppMetrics;
 use crate::protocol::encode;
 use crate::protocol::encode::Event;
 use crate::protocol::socket_id::ConnId;
@@ -125,6 +126,8 @@ pub struct Registry {
     touched: Mutex<Vec<Arc<str>>>,
     /// Told of occupancy, members, cache misses and counts, for the app's webhooks.
     webhooks: Option<Arc<AppWebhooks>>,
+    /// Counts each broadcast's deliveries, once per broadcast.
+    metrics: Arc<AppMetrics>,
 }
 
 impl Default for Registry {
@@ -148,7 +151,27 @@ impl Registry {
             cluster,
             touched: Mutex::new(Vec::new()),
             webhooks: None,
+            metrics: Arc::new(AppMetrics::detached("")),
         }
+    }
+
+    /// Counts deliveries into `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: Arc<AppMetrics>) {
+        self.metrics = metrics;
+    }
+
+    /// Occupied channels and subscriptions on this node, for the metrics.
+    pub fn totals(&self) -> (usize, usize) {
+        let mut channels = 0;
+        let mut subscriptions = 0;
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            for ch in shard.values().filter(|ch| !ch.subscribers.is_empty()) {
+                channels += 1;
+                subscriptions += ch.subscribers.len();
+            }
+        }
+        (channels, subscriptions)
     }
 
     /// Signals the app's webhooks from now on.
@@ -777,7 +800,10 @@ impl Registry {
         let Some(ch) = shard.get(channel) else {
             return 0;
         };
-        push_all(ch, frame, except)
+        let sent = push_all(ch, frame, except);
+        drop(shard);
+        self.metrics.delivered(sent, frame.len());
+        sent
     }
 
     /// Keeps a cache channel's event without sending it (read from the cluster for the
@@ -810,6 +836,7 @@ impl Registry {
             expires: Instant::now() + ttl,
         });
         let sent = push_all(ch, frame, except);
+        self.metrics.delivered(sent, frame.len());
         if is_new && shard.len().is_multiple_of(SWEEP_EVERY) {
             shard.retain(|_, ch| {
                 !ch.subscribers.is_empty()

@@ -112,6 +112,7 @@ pub async fn run(ctx: LinkContext, queues: Queues, mut stop: watch::Receiver<boo
     let scripts = Scripts::new();
     let mut backoff = Duration::from_millis(100);
     let mut reported_down = false;
+    let mut dropped_reported = 0u64;
     let mut first = true;
     loop {
         if *stop.borrow() {
@@ -121,7 +122,10 @@ pub async fn run(ctx: LinkContext, queues: Queues, mut stop: watch::Receiver<boo
         let failure = match connected {
             Ok(Ok((publisher, sink, stream))) => {
                 backoff = Duration::from_millis(100);
-                let dropped = cluster.dropped.swap(0, Ordering::Relaxed);
+                // `dropped` only grows (it is also a metric): the log gives what is new.
+                let total = cluster.dropped.load(Ordering::Relaxed);
+                let dropped = total - dropped_reported;
+                dropped_reported = total;
                 if reported_down {
                     tracing::warn!(
                         "cluster: Redis at {} is back; {dropped} cross-node messages were dropped meanwhile",

@@ -23,8 +23,10 @@ pub enum ApiError {
     RequestTimeout(String),
     /// 413: event data or request body too large.
     PayloadTooLarge(String),
-    /// 429: too many connections from one address.
+    /// 429: too many connections from one address, or over the app's rate limit.
     TooManyRequests(String),
+    /// 503: the server is draining.
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -38,6 +40,7 @@ impl ApiError {
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -50,7 +53,8 @@ impl ApiError {
             | ApiError::MethodNotAllowed(m)
             | ApiError::RequestTimeout(m)
             | ApiError::PayloadTooLarge(m)
-            | ApiError::TooManyRequests(m) => m,
+            | ApiError::TooManyRequests(m)
+            | ApiError::Unavailable(m) => m,
         }
     }
 

@@ -91,6 +91,15 @@ pub fn trigger(
     })
 }
 
+/// How many events a batch body holds (0 when it is not a batch: it is refused later).
+pub fn batch_len(body: &[u8]) -> u64 {
+    #[derive(Deserialize)]
+    struct Count {
+        batch: Vec<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Count>(body).map_or(0, |c| c.batch.len() as u64)
+}
+
 pub fn batch(
     req: &VerifiedRequest,
     socket_ids: &SocketIds,

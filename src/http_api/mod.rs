@@ -7,9 +7,11 @@ pub mod channels;
 pub mod counts;
 pub mod error;
 pub mod events;
+pub mod rate_limit;
 pub mod users;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -17,7 +19,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
-use crate::apps::AppStore;
+use crate::apps::{App, AppStore};
 use crate::cluster::queries::Scope;
 use crate::protocol::query;
 use crate::protocol::socket_id::SocketIds;
@@ -36,6 +38,20 @@ enum Route {
     Terminate(String),
 }
 
+impl Route {
+    /// The `route` label of the metrics.
+    fn label(&self) -> &'static str {
+        match self {
+            Route::Trigger => "events",
+            Route::Batch => "batch_events",
+            Route::Channels => "channels",
+            Route::Channel(_) => "channel",
+            Route::Users(_) => "channel_users",
+            Route::Terminate(_) => "terminate_connections",
+        }
+    }
+}
+
 /// Answers one HTTP API request. `body_timeout` bounds how long reading its body may take.
 pub async fn handle(
     req: Request<Incoming>,
@@ -43,18 +59,28 @@ pub async fn handle(
     socket_ids: &SocketIds,
     body_timeout: Duration,
 ) -> Response<Full<Bytes>> {
-    match dispatch(req, apps, socket_ids, body_timeout).await {
+    let started = Instant::now();
+    let mut counted: Option<(Arc<App>, &'static str)> = None;
+    let response = match dispatch(req, apps, socket_ids, body_timeout, &mut counted).await {
         Ok(body) => json_response(StatusCode::OK, body),
         Err(e) => e.into_response(),
+    };
+    if let Some((app, route)) = counted {
+        app.metrics
+            .http_request(route, response.status().as_u16(), started.elapsed());
     }
+    response
 }
 
+/// `counted`: set to the app and route once both are known, for the metrics.
 async fn dispatch(
     req: Request<Incoming>,
     apps: &AppStore,
     socket_ids: &SocketIds,
     body_timeout: Duration,
+    counted: &mut Option<(Arc<App>, &'static str)>,
 ) -> Result<String, ApiError> {
+    let started = Instant::now();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     if path == "/" || path == "/up" {
@@ -91,6 +117,7 @@ async fn dispatch(
         ["users", user, "terminate_connections"] => (Route::Terminate(decode(user)), Method::POST),
         _ => return Err(not_found()),
     };
+    *counted = Some((app.clone(), route.label()));
     if parts.method != method {
         return Err(ApiError::MethodNotAllowed(format!(
             "{} is not allowed on {path}; use {method}",
@@ -112,6 +139,28 @@ async fn dispatch(
         return Err(ApiError::Forbidden("Application disabled".into()));
     }
     let app = &verified.app;
+    let limited = match &route {
+        Route::Trigger => rate_limit::check(app, rate_limit::Kind::Events, 1).await,
+        Route::Batch if app.config.max_backend_events_per_second.is_some() => {
+            let n = events::batch_len(&verified.body);
+            rate_limit::check(app, rate_limit::Kind::Events, n).await
+        }
+        Route::Batch => Ok(()),
+        Route::Channels | Route::Channel(_) | Route::Users(_) => {
+            rate_limit::check(app, rate_limit::Kind::Reads, 1).await
+        }
+        Route::Terminate(_) => Ok(()),
+    };
+    if let Err(limit) = limited {
+        app.metrics.rate_limited(route.label());
+        let what = match route {
+            Route::Trigger | Route::Batch => "events published",
+            _ => "read requests",
+        };
+        return Err(ApiError::TooManyRequests(format!(
+            "Rate limit exceeded: this app may have at most {limit} {what} per second"
+        )));
+    }
     match route {
         Route::Trigger | Route::Batch => {
             // Cluster counts are read only when the body asks for them (`info`); a single
@@ -121,10 +170,14 @@ async fn dispatch(
             } else {
                 Counts::Local(&app.registry)
             };
-            match route {
+            let answer = match route {
                 Route::Trigger => events::trigger(&verified, socket_ids, &counts),
                 _ => events::batch(&verified, socket_ids, &counts),
+            };
+            if answer.is_ok() {
+                app.metrics.fanout(started.elapsed());
             }
+            answer
         }
         Route::Channels => channels::list(&verified, &Counts::gather(app, Scope::All).await),
         Route::Channel(name) => {

@@ -15,6 +15,7 @@
 
 pub mod client_ips;
 pub mod descriptors;
+pub mod drain;
 pub mod http_phase;
 
 use std::future::Future;
@@ -33,13 +34,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::apps::{App, AppStore};
-use crate::channels::CloseRequest;
 use crate::channels::registry::COUNT_INTERVAL;
 use crate::cluster::Cluster;
 use crate::cluster::link::{self, LinkContext};
 use crate::config::{Config, ServerSettings};
 use crate::http_api;
-use crate::protocol::codes;
+use crate::metrics::Families;
+use crate::metrics::collector::Gauges;
+use crate::metrics::listener::{self, Health};
 use crate::protocol::socket_id::SocketIds;
 use crate::websocket::connection::ConnectionSettings;
 use crate::websocket::keepalive::KeepaliveSettings;
@@ -74,13 +76,39 @@ pub struct ServerContext {
     /// Open WebSockets past which new ones are refused with 4100, so that descriptors remain
     /// for the HTTP phase (and so for signed publishes).
     pub max_websockets: usize,
+    /// `/up` and `/ready`; draining refuses new WebSockets.
+    pub health: Arc<Health>,
 }
 
-/// Serves on `listener` until `shutdown` resolves, then closes every connection.
+/// How the server is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Stop taking WebSockets, close the open ones in waves over `server.drain_secs`, exit.
+    Drain,
+    /// Close every connection now and exit (a second stop during a drain does this too).
+    Now,
+}
+
+/// Serves on `listener` until `shutdown` resolves, then closes every connection at once.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(Stop::Now).await;
+    });
+    serve_until(listener, config, rx).await
+}
+
+/// Serves on `listener` until a [`Stop`] arrives (or every sender is gone, which is
+/// [`Stop::Now`]).
+pub async fn serve_until(
+    listener: TcpListener,
+    config: Config,
+    mut stops: mpsc::Receiver<Stop>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tracker, mut all_done) = mpsc::channel::<()>(1);
@@ -94,11 +122,33 @@ pub async fn serve(
         .map(|url| Cluster::new(&config.cluster, url));
     let taps =
         crate::webhooks::Taps::start(&config, cluster.as_ref().map(|(c, _)| c), stop_rx.clone());
+    let families = Families::default();
     let apps = AppStore::build(
         &config.apps,
         cluster.as_ref().map(|(c, _)| c),
         taps.as_ref(),
+        Some(&families),
     );
+    let health = Arc::new(Health::new(cluster.as_ref().map(|(c, _)| c.clone())));
+    if config.server.metrics_port != 0 {
+        let registry = listener::registry(
+            &families,
+            Gauges {
+                apps: apps.clone(),
+                webhooks: taps.as_ref().map(|t| t.stats.clone()),
+                cluster: cluster.as_ref().map(|(c, _)| c.clone()),
+            },
+        );
+        tokio::spawn(listener::serve(
+            (
+                config.server.metrics_host.clone(),
+                config.server.metrics_port,
+            ),
+            Arc::new(registry),
+            health.clone(),
+            stop_rx.clone(),
+        ));
+    }
     let ctx = Arc::new(ServerContext {
         http_phase: HttpPhase::new(max_http),
         client_ips: ClientIps::new(
@@ -121,6 +171,7 @@ pub async fn serve(
         settings: config.server,
         shutdown: stop_rx,
         tracker,
+        health,
     });
 
     if let Some((cluster, queues)) = cluster {
@@ -140,12 +191,31 @@ pub async fn serve(
         tokio::spawn(flush_subscription_counts(app.clone(), ctx.shutdown.clone()));
     }
 
-    tokio::pin!(shutdown);
     let mut spare = Spare::new();
     let mut last_warning: Option<Instant> = None;
+    let mut draining: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            stop = stops.recv() => match (stop, &draining) {
+                (Some(Stop::Drain), None) => {
+                    ctx.health.start_draining();
+                    draining = Some(tokio::spawn(drain::run(
+                        ctx.live.clone(),
+                        ctx.settings.drain,
+                    )));
+                }
+                (Some(_), Some(_)) => {
+                    tracing::info!("second stop during the drain: closing the rest now");
+                    break;
+                }
+                _ => break,
+            },
+            _ = async {
+                match draining.as_mut() {
+                    Some(task) => { let _ = task.await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => admit(stream, peer, &ctx),
                 Err(e) => {
@@ -169,11 +239,11 @@ pub async fn serve(
         }
     }
     drop(listener);
-    ctx.live.close_all(CloseRequest {
-        code: Some(codes::RECONNECT_NOW),
-        reason: "Server is shutting down; reconnect shortly".to_string(),
-        announce: true,
-    });
+    if let Some(task) = draining {
+        task.abort();
+    }
+    ctx.health.start_draining();
+    ctx.live.close_all(drain::request());
     let _ = stop_tx.send(true);
     drop(ctx);
     let _ = tokio::time::timeout(grace, all_done.recv()).await;
@@ -315,7 +385,16 @@ async fn route(
         }
     }
     if fastwebsockets::upgrade::is_upgrade_request(&req) {
+        if ctx.health.is_draining() {
+            return http_api::error::ApiError::Unavailable(
+                "Server is shutting down; connect to another node".to_string(),
+            )
+            .into_response();
+        }
         return upgrade::upgrade(req, ctx, ip_ticket);
+    }
+    if let Some(answer) = ctx.health.answer(req.uri().path()) {
+        return answer;
     }
     http_api::handle(req, &ctx.apps, &ctx.socket_ids, ctx.settings.http_timeout).await
 }

@@ -91,7 +91,11 @@ impl Dispatcher {
             .iter()
             .filter(|q| q.receiver.target.takes(event.kind, &event.channel))
         {
-            if queue.tx.try_send(event.clone()).is_err() {
+            if queue.tx.try_send(event.clone()).is_ok() {
+                self.stats
+                    .queued
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            } else {
                 let before = self
                     .stats
                     .dropped
@@ -132,6 +136,9 @@ async fn work(
                 }
             }
         }
+        stats
+            .queued
+            .fetch_sub(batch.len() as i64, std::sync::atomic::Ordering::Relaxed);
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };

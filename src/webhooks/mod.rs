@@ -98,6 +98,8 @@ pub struct Stats {
     pub given_up: AtomicU64,
     /// Events dropped because a queue was full.
     pub dropped: AtomicU64,
+    /// Events waiting in the targets' queues now.
+    pub queued: std::sync::atomic::AtomicI64,
 }
 
 impl Stats {

@@ -38,6 +38,7 @@ use crate::channels::{CloseRequest, Outbox};
 use crate::protocol::codes;
 use crate::protocol::encode;
 use crate::protocol::socket_id::SocketId;
+use crate::websocket::close_log;
 
 /// What a connection needs from the server.
 #[derive(Debug, Clone)]
@@ -67,6 +68,9 @@ pub async fn run(
     tokio::pin!(timer);
     poll_fn(|cx| conn.poll(cx, timer.as_mut())).await;
     conn.session.leave_all();
+    let app = conn._slot.app();
+    app.metrics.closed(conn.closing);
+    close_log::closed(&app.config.id, conn.session.socket_id(), conn.closing);
 }
 
 struct Connection {
@@ -112,6 +116,7 @@ impl Connection {
     ) -> Self {
         let outbox = Arc::new(Outbox::new(settings.outbox_limit_bytes));
         let app = slot.app().clone();
+        app.metrics.opened.inc();
         let session = Session::new(app.clone(), socket_id, outbox.clone());
         session.greet(settings.keepalive.activity_timeout);
         let heard = Instant::now();

@@ -64,6 +64,29 @@ impl LiveConnections {
         }
     }
 
+    /// Asks up to `n` listed connections that are not closing yet to close; returns how many
+    /// it asked. Used by the paced drain, a wave at a time.
+    pub fn close_some(&self, n: usize, request: &CloseRequest) -> usize {
+        let mut asked = 0;
+        for shard in &self.shards {
+            if asked == n {
+                break;
+            }
+            let outboxes: Vec<Arc<Outbox>> = shard
+                .lock()
+                .values()
+                .filter(|o| !o.is_closing())
+                .take(n - asked)
+                .cloned()
+                .collect();
+            for outbox in outboxes {
+                outbox.close(request.clone());
+                asked += 1;
+            }
+        }
+        asked
+    }
+
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
@@ -106,6 +129,22 @@ mod tests {
             late.is_closing(),
             "a connection listed after shutdown began closes too"
         );
+    }
+
+    #[test]
+    fn close_some_asks_only_connections_not_yet_closing() {
+        let live = Arc::new(LiveConnections::default());
+        let outboxes: Vec<_> = (0..5).map(|_| Arc::new(Outbox::new(100))).collect();
+        let _listed: Vec<_> = outboxes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| live.add(i as ConnId, o))
+            .collect();
+        assert_eq!(live.close_some(2, &request()), 2);
+        assert_eq!(outboxes.iter().filter(|o| o.is_closing()).count(), 2);
+        assert_eq!(live.close_some(10, &request()), 3);
+        assert!(outboxes.iter().all(|o| o.is_closing()));
+        assert_eq!(live.close_some(10, &request()), 0);
     }
 
     #[test]

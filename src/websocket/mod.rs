@@ -2,6 +2,7 @@
 //! writer, keep-alive), and the session that gives client messages their meaning. Never
 //! imports `http_api`.
 
+pub mod close_log;
 pub mod connection;
 pub mod frame_reader;
 pub mod keepalive;

@@ -221,6 +221,7 @@ impl Session {
 
     /// Handles one text message from the client.
     pub fn handle_text(&mut self, text: &str) {
+        self.app.metrics.received(text.len());
         match messages::parse(text) {
             Ok(ClientMessage::Ping) => self.send(encode::pusher_pong()),
             Ok(ClientMessage::Pong) => {}
@@ -521,37 +522,42 @@ impl Session {
         }
     }
 
+    fn reject_client_event(&mut self, code: Option<u16>, message: &str) {
+        self.app.metrics.client_events_rejected.inc();
+        self.error(code, message);
+    }
+
     fn client_event(&mut self, event: &str, channel: &str, data: &RawValue) {
         let cfg = &self.app.config;
         if !cfg.client_events {
-            return self.error(None, CLIENT_EVENTS_DISABLED);
+            return self.reject_client_event(None, CLIENT_EVENTS_DISABLED);
         }
         if event.len() > MAX_EVENT_NAME_LEN {
-            return self.error(
+            return self.reject_client_event(
                 None,
                 &format!("Client event rejected: the event name is longer than {MAX_EVENT_NAME_LEN} characters"),
             );
         }
         let Ok(spec) = channel::classify(channel) else {
-            return self.error(
+            return self.reject_client_event(
                 None,
                 &format!("Client event rejected: invalid channel name {channel:?}"),
             );
         };
         if !spec.allows_client_events() {
-            return self.error(
+            return self.reject_client_event(
                 None,
                 &format!("Client event rejected: client events are only allowed on private and presence channels, not on {channel}"),
             );
         }
         let Some(held) = self.subscriptions.get(channel) else {
-            return self.error(
+            return self.reject_client_event(
                 None,
                 &format!("Client event rejected: this connection is not subscribed to {channel}"),
             );
         };
         if data.get().len() > cfg.max_event_payload_bytes {
-            return self.error(
+            return self.reject_client_event(
                 None,
                 &format!(
                     "Client event rejected: the data is larger than {} bytes",
@@ -564,7 +570,7 @@ impl Session {
             .rate
             .allow(cfg.client_events_per_second, cfg.subscriptions_per_second)
         {
-            return self.error(
+            return self.reject_client_event(
                 Some(codes::CLIENT_EVENT_RATE_LIMIT),
                 &format!(
                     "Client event rejected due to rate limit: at most {} per second",

@@ -53,6 +53,7 @@ pub fn test_config() -> Config {
     c.server.host = "127.0.0.1".to_string();
     c.server.port = 0;
     c.server.shutdown_timeout = Duration::from_secs(2);
+    c.server.metrics_port = 0;
     c
 }
 
@@ -1052,6 +1053,12 @@ impl Api {
             .await;
         assert_eq!(response.ok(), &json!({}), "publish response");
     }
+}
+
+/// The status of `GET path` at `addr`, or `None` while nothing listens there.
+pub async fn probe(addr: SocketAddr, path: &str) -> Option<u16> {
+    TcpStream::connect(addr).await.ok()?;
+    Some(http_request(addr, "GET", path, Vec::new()).await.status)
 }
 
 /// One HTTP/1.1 request on a fresh connection; the whole exchange is bounded by 10 s.

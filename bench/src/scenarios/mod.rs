@@ -3,6 +3,7 @@
 //! figures); each scenario lives in its own file.
 
 mod cluster;
+mod drain;
 mod fanout;
 mod idle;
 mod publish;
@@ -187,6 +188,7 @@ pub(crate) fn run(cli: Cli) -> i32 {
         Cmd::Churn(_) => "churn",
         Cmd::Floor(_) => "floor",
         Cmd::Cluster(_) => "cluster",
+        Cmd::Drain(_) => "drain",
         Cmd::Worker { .. } => unreachable!(),
     };
     let mut out = Out::new(scenario);
@@ -237,6 +239,7 @@ pub(crate) fn run(cli: Cli) -> i32 {
                 Cmd::Churn(a) => fanout::churn(&c, a, &mut out).await,
                 Cmd::Floor(a) => crate::floor::run(a, &mut out),
                 Cmd::Cluster(a) => cluster::cluster(&c, a, &mut out).await,
+                Cmd::Drain(a) => drain::drain(&c, a, &mut out).await,
                 Cmd::Worker { .. } => unreachable!(),
             }
         };

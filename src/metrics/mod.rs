@@ -1,0 +1,281 @@
+//! Prometheus metrics (prometheus-client), served by [`listener`] on their own port.
+//!
+//! Counting must cost the hot paths almost nothing, so every counter an app touches while
+//! serving is a handle taken once, when the app is built ([`AppMetrics`]): an increment is
+//! one relaxed atomic add, with no lookup, lock or allocation. A broadcast adds its
+//! deliveries once (recipients and bytes), never per recipient. What is already known
+//! elsewhere (connections, channels, webhook and cluster counters) is read at scrape time by
+//! [`collector::Gauges`] instead of being counted twice.
+//!
+//! Per request, the HTTP API takes one read lock to find its (route, status) counter and one
+//! mutex in the route's latency histogram: per request, never per delivery.
+
+pub mod collector;
+pub mod listener;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The HTTP API's routes, as the `route` label names them.
+pub const ROUTES: [&str; 6] = [
+    "events",
+    "batch_events",
+    "channels",
+    "channel",
+    "channel_users",
+    "terminate_connections",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabel {
+    app: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    app: Arc<str>,
+    /// The close code sent, or `lost` when the connection ended without one.
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    app: Arc<str>,
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    app: Arc<str>,
+    route: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~3 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.5, 13))
+}
+
+/// Every family of per-app metrics; each app takes its handles from here.
+#[derive(Debug, Clone)]
+pub struct Families {
+    opened: Family<AppLabel, Counter>,
+    closed: Family<CloseLabels, Counter>,
+    messages_in: Family<AppLabel, Counter>,
+    bytes_in: Family<AppLabel, Counter>,
+    messages_out: Family<AppLabel, Counter>,
+    bytes_out: Family<AppLabel, Counter>,
+    client_events_rejected: Family<AppLabel, Counter>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    fanout: Family<AppLabel, Histogram, fn() -> Histogram>,
+    rate_limited: Family<RouteLabels, Counter>,
+}
+
+impl Default for Families {
+    fn default() -> Self {
+        Families {
+            opened: Family::default(),
+            closed: Family::default(),
+            messages_in: Family::default(),
+            bytes_in: Family::default(),
+            messages_out: Family::default(),
+            bytes_out: Family::default(),
+            client_events_rejected: Family::default(),
+            http_requests: Family::default(),
+            http_latency: Family::new_with_constructor(latency_histogram),
+            fanout: Family::new_with_constructor(latency_histogram),
+            rate_limited: Family::default(),
+        }
+    }
+}
+
+impl Families {
+    /// The handles of app `app_id`.
+    pub fn for_app(&self, app_id: &str) -> AppMetrics {
+        let app: Arc<str> = Arc::from(app_id);
+        let label = AppLabel { app: app.clone() };
+        let counter = |f: &Family<AppLabel, Counter>| f.get_or_create(&label).clone();
+        AppMetrics {
+            opened: counter(&self.opened),
+            messages_in: counter(&self.messages_in),
+            bytes_in: counter(&self.bytes_in),
+            messages_out: counter(&self.messages_out),
+            bytes_out: counter(&self.bytes_out),
+            client_events_rejected: counter(&self.client_events_rejected),
+            fanout: self.fanout.get_or_create(&label).clone(),
+            http_latency: ROUTES.map(|route| {
+                self.http_latency
+                    .get_or_create(&RouteLabels {
+                        app: app.clone(),
+                        route,
+                    })
+                    .clone()
+            }),
+            closed: Some(self.closed.clone()),
+            http_requests: Some(self.http_requests.clone()),
+            rate_limited: Some(self.rate_limited.clone()),
+            app,
+        }
+    }
+
+    /// Registers every family in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "connections_opened",
+            "WebSocket connections opened",
+            self.opened.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "WebSocket connections closed, by the close code sent (`lost`: none could be sent)",
+            self.closed.clone(),
+        );
+        registry.register(
+            "ws_messages_received",
+            "WebSocket messages received from clients",
+            self.messages_in.clone(),
+        );
+        registry.register(
+            "ws_received_bytes",
+            "Bytes of WebSocket messages received from clients",
+            self.bytes_in.clone(),
+        );
+        registry.register(
+            "ws_messages_sent",
+            "Events delivered to subscribers (one per recipient)",
+            self.messages_out.clone(),
+        );
+        registry.register(
+            "ws_sent_bytes",
+            "Bytes of events delivered to subscribers",
+            self.bytes_out.clone(),
+        );
+        registry.register(
+            "client_events_rejected",
+            "Client events refused (rate limit, size, channel or subscription)",
+            self.client_events_rejected.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP API requests, by route and status",
+            self.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP API request handling time, by route",
+            self.http_latency.clone(),
+        );
+        registry.register(
+            "publish_fanout_seconds",
+            "From an HTTP API publish's arrival to its last frame queued for its subscribers",
+            self.fanout.clone(),
+        );
+        registry.register(
+            "http_rate_limited",
+            "HTTP API requests refused with 429 by the app's rate limits",
+            self.rate_limited.clone(),
+        );
+    }
+}
+
+/// One app's metric handles. Built detached (counting into nothing registered) for apps
+/// made outside a server, as in unit tests.
+#[derive(Debug)]
+pub struct AppMetrics {
+    app: Arc<str>,
+    pub opened: Counter,
+    pub messages_in: Counter,
+    pub bytes_in: Counter,
+    messages_out: Counter,
+    bytes_out: Counter,
+    pub client_events_rejected: Counter,
+    fanout: Histogram,
+    http_latency: [Histogram; ROUTES.len()],
+    closed: Option<Family<CloseLabels, Counter>>,
+    http_requests: Option<Family<HttpLabels, Counter>>,
+    rate_limited: Option<Family<RouteLabels, Counter>>,
+}
+
+impl AppMetrics {
+    pub fn detached(app_id: &str) -> Self {
+        AppMetrics {
+            app: Arc::from(app_id),
+            opened: Counter::default(),
+            messages_in: Counter::default(),
+            bytes_in: Counter::default(),
+            messages_out: Counter::default(),
+            bytes_out: Counter::default(),
+            client_events_rejected: Counter::default(),
+            fanout: latency_histogram(),
+            http_latency: ROUTES.map(|_| latency_histogram()),
+            closed: None,
+            http_requests: None,
+            rate_limited: None,
+        }
+    }
+
+    /// A broadcast queued `recipients` copies of a `bytes`-long frame.
+    #[inline]
+    pub fn delivered(&self, recipients: usize, bytes: usize) {
+        if recipients > 0 {
+            self.messages_out.inc_by(recipients as u64);
+            self.bytes_out.inc_by((recipients * bytes) as u64);
+        }
+    }
+
+    pub fn received(&self, bytes: usize) {
+        self.messages_in.inc();
+        self.bytes_in.inc_by(bytes as u64);
+    }
+
+    /// A connection ended, having sent close `code` (`None`: it could not send one).
+    pub fn closed(&self, code: Option<u16>) {
+        if let Some(family) = &self.closed {
+            let code = code.map_or_else(|| "lost".to_string(), |c| c.to_string());
+            family
+                .get_or_create(&CloseLabels {
+                    app: self.app.clone(),
+                    code,
+                })
+                .inc();
+        }
+    }
+
+    /// An HTTP API request on `route` (one of [`ROUTES`]) was answered with `status`.
+    pub fn http_request(&self, route: &'static str, status: u16, took: Duration) {
+        if let Some(i) = ROUTES.iter().position(|r| *r == route) {
+            self.http_latency[i].observe(took.as_secs_f64());
+        }
+        if let Some(family) = &self.http_requests {
+            family
+                .get_or_create(&HttpLabels {
+                    app: self.app.clone(),
+                    route,
+                    status,
+                })
+                .inc();
+        }
+    }
+
+    pub fn rate_limited(&self, route: &'static str) {
+        if let Some(family) = &self.rate_limited {
+            family
+                .get_or_create(&RouteLabels {
+                    app: self.app.clone(),
+                    route,
+                })
+                .inc();
+        }
+    }
+
+    pub fn fanout(&self, took: Duration) {
+        self.fanout.observe(took.as_secs_f64());
+    }
+}
