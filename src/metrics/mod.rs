@@ -7,11 +7,13 @@
 //! elsewhere (connections, channels, webhook and cluster counters) is read at scrape time by
 //! [`collector::Gauges`] instead of being counted twice.
 //!
-//! Per request, the HTTP API takes one read lock to find its (route, status) counter and one
-//! mutex in the route's latency histogram: per request, never per delivery.
+//! Per request, the HTTP API adds to its route's latency histogram ([`timing::Timing`], lock
+//! free) and to its (route, status) counter: a handle taken once for 200, a read-locked lookup
+//! for other statuses.
 
 pub mod collector;
 pub mod listener;
+pub mod timing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +21,9 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use timing::Timing;
 
 /// The HTTP API's routes, as the `route` label names them.
 pub const ROUTES: [&str; 6] = [
@@ -57,11 +60,6 @@ struct RouteLabels {
     route: &'static str,
 }
 
-fn latency_histogram() -> Histogram {
-    // 50 µs to ~3 s.
-    Histogram::new(exponential_buckets(0.000_05, 2.5, 13))
-}
-
 /// Every family of per-app metrics; each app takes its handles from here.
 #[derive(Debug, Clone)]
 pub struct Families {
@@ -73,8 +71,8 @@ pub struct Families {
     bytes_out: Family<AppLabel, Counter>,
     client_events_rejected: Family<AppLabel, Counter>,
     http_requests: Family<HttpLabels, Counter>,
-    http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    fanout: Family<AppLabel, Histogram, fn() -> Histogram>,
+    http_latency: Family<RouteLabels, Timing>,
+    fanout: Family<AppLabel, Timing>,
     rate_limited: Family<RouteLabels, Counter>,
 }
 
@@ -89,8 +87,8 @@ impl Default for Families {
             bytes_out: Family::default(),
             client_events_rejected: Family::default(),
             http_requests: Family::default(),
-            http_latency: Family::new_with_constructor(latency_histogram),
-            fanout: Family::new_with_constructor(latency_histogram),
+            http_latency: Family::default(),
+            fanout: Family::default(),
             rate_limited: Family::default(),
         }
     }
@@ -115,6 +113,15 @@ impl Families {
                     .get_or_create(&RouteLabels {
                         app: app.clone(),
                         route,
+                    })
+                    .clone()
+            }),
+            http_ok: ROUTES.map(|route| {
+                self.http_requests
+                    .get_or_create(&HttpLabels {
+                        app: app.clone(),
+                        route,
+                        status: 200,
                     })
                     .clone()
             }),
@@ -196,8 +203,10 @@ pub struct AppMetrics {
     messages_out: Counter,
     bytes_out: Counter,
     pub client_events_rejected: Counter,
-    fanout: Histogram,
-    http_latency: [Histogram; ROUTES.len()],
+    fanout: Timing,
+    http_latency: [Timing; ROUTES.len()],
+    /// The (route, 200) counters, taken once: the common answer needs no lookup.
+    http_ok: [Counter; ROUTES.len()],
     closed: Option<Family<CloseLabels, Counter>>,
     http_requests: Option<Family<HttpLabels, Counter>>,
     rate_limited: Option<Family<RouteLabels, Counter>>,
@@ -213,8 +222,9 @@ impl AppMetrics {
             messages_out: Counter::default(),
             bytes_out: Counter::default(),
             client_events_rejected: Counter::default(),
-            fanout: latency_histogram(),
-            http_latency: ROUTES.map(|_| latency_histogram()),
+            fanout: Timing::default(),
+            http_latency: ROUTES.map(|_| Timing::default()),
+            http_ok: ROUTES.map(|_| Counter::default()),
             closed: None,
             http_requests: None,
             rate_limited: None,
@@ -250,8 +260,13 @@ impl AppMetrics {
 
     /// An HTTP API request on `route` (one of [`ROUTES`]) was answered with `status`.
     pub fn http_request(&self, route: &'static str, status: u16, took: Duration) {
-        if let Some(i) = ROUTES.iter().position(|r| *r == route) {
-            self.http_latency[i].observe(took.as_secs_f64());
+        let at = ROUTES.iter().position(|r| *r == route);
+        if let Some(i) = at {
+            self.http_latency[i].observe(took);
+            if status == 200 {
+                self.http_ok[i].inc();
+                return;
+            }
         }
         if let Some(family) = &self.http_requests {
             family
@@ -276,6 +291,6 @@ impl AppMetrics {
     }
 
     pub fn fanout(&self, took: Duration) {
-        self.fanout.observe(took.as_secs_f64());
+        self.fanout.observe(took);
     }
 }
