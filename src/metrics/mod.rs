@@ -61,7 +61,7 @@ struct RouteLabels {
 }
 
 /// Every family of per-app metrics; each app takes its handles from here.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Families {
     opened: Family<AppLabel, Counter>,
     closed: Family<CloseLabels, Counter>,
@@ -74,24 +74,6 @@ pub struct Families {
     http_latency: Family<RouteLabels, Timing>,
     fanout: Family<AppLabel, Timing>,
     rate_limited: Family<RouteLabels, Counter>,
-}
-
-impl Default for Families {
-    fn default() -> Self {
-        Families {
-            opened: Family::default(),
-            closed: Family::default(),
-            messages_in: Family::default(),
-            bytes_in: Family::default(),
-            messages_out: Family::default(),
-            bytes_out: Family::default(),
-            client_events_rejected: Family::default(),
-            http_requests: Family::default(),
-            http_latency: Family::default(),
-            fanout: Family::default(),
-            rate_limited: Family::default(),
-        }
-    }
 }
 
 impl Families {
