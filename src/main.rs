@@ -413,17 +413,21 @@ async fn run(config: Config) -> Result<(), Failure> {
         };
         Failure::Start(format!("cannot listen on {shown}: {reason}"))
     };
+    // Before binding, so that a bad certificate never leaves a port briefly open.
+    let tls = crier::server::tls::from_settings(&config.server)
+        .map_err(|e| Failure::Start(e.to_string()))?;
     let listener = listen(host, port).await.map_err(cannot_listen)?;
     let local = listener.local_addr().map_err(cannot_listen)?;
     let first = &config.apps[0];
     println!(
-        "crier listening on {local} (app id {}, key {}; {} app(s)); WebSocket ws://{local}/app/{}",
+        "crier listening on {local} (app id {}, key {}; {} app(s)); WebSocket {}://{local}/app/{}",
         first.id,
         first.key,
         config.apps.len(),
+        if tls.is_some() { "wss" } else { "ws" },
         first.key
     );
-    crier::serve(listener, config, shutdown_signal())
+    crier::server::serve_with_tls(listener, config, tls, shutdown_signal())
         .await
         .map_err(Failure::Serve)?;
     println!("crier stopped");

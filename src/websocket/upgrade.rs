@@ -10,10 +10,12 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use super::connection;
+use super::transport::Transport;
 use crate::apps::{AppStore, ConnectionSlot};
 use crate::protocol::{codes, encode, query};
 use crate::server::ServerContext;
@@ -175,39 +177,79 @@ fn spawn_websocket<G: Send + 'static>(
             return;
         };
         let upgraded = ws.into_inner().into_inner();
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-            tracing::warn!("upgraded connection is not a TCP stream");
-            return;
-        };
-        // Register the socket with the I/O driver afresh. Its first registration still holds
-        // the waker of the HTTP connection task that did the handshake, which kept that
-        // finished task's memory (about 1.1 KB) alive for as long as the WebSocket lived
-        // (found with heaptrack; see BENCHMARKS.md).
-        let Ok(stream) = parts
-            .io
-            .into_inner()
-            .into_std()
-            .and_then(TcpStream::from_std)
-        else {
-            return;
-        };
-        match admission {
-            Admission::Accept(slot) => {
-                let settings = ctx.connection_settings.clone();
-                let socket_id = ctx.socket_ids.next();
-                connection::run(stream, parts.read_buf, slot, socket_id, settings, &ctx.live).await;
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                // Register the socket with the I/O driver afresh. Its first registration
+                // still holds the waker of the HTTP connection task that did the handshake,
+                // which kept that finished task's memory (about 1.1 KB) alive for as long as
+                // the WebSocket lived (found with heaptrack; see BENCHMARKS.md).
+                let Ok(stream) = parts
+                    .io
+                    .into_inner()
+                    .into_std()
+                    .and_then(TcpStream::from_std)
+                else {
+                    return;
+                };
+                // Inline rather than through `serve_upgraded`: an `async fn` keeps its
+                // arguments beside its locals, and every idle connection would pay for them.
+                match admission {
+                    Admission::Accept(slot) => {
+                        let settings = ctx.connection_settings.clone();
+                        let socket_id = ctx.socket_ids.next();
+                        connection::run(
+                            stream,
+                            parts.read_buf,
+                            slot,
+                            socket_id,
+                            settings,
+                            &ctx.live,
+                        )
+                        .await;
+                    }
+                    // Boxed: this future is larger than a connection's, and the task is sized
+                    // for the larger of the two for as long as the connection lives.
+                    Admission::Refuse { code, message } => {
+                        Box::pin(send_refusal(stream, code, &message)).await
+                    }
+                }
+                return;
             }
-            // Boxed: this future is larger than a connection's, and the task is sized for
-            // the larger of the two for as long as the connection lives.
-            Admission::Refuse { code, message } => {
-                Box::pin(send_refusal(stream, code, &message)).await
+            Err(other) => other,
+        };
+        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+            // Boxed: a TLS session is far larger than a socket, and plain connections'
+            // tasks would otherwise be sized for it. (tokio-rustls cannot rebuild a stream
+            // from its parts, so the socket keeps its first registration.)
+            Ok(parts) => {
+                let stream = parts.io.into_inner();
+                Box::pin(serve_upgraded(stream, parts.read_buf, admission, &ctx)).await
             }
+            Err(_) => tracing::warn!("upgraded connection is neither TCP nor TLS over TCP"),
         }
     });
 }
 
+/// Serves the WebSocket, or sends the refusal decided before the upgrade (the TLS path; the
+/// plain one is written out in [`spawn_websocket`]).
+async fn serve_upgraded<S: Transport + AsyncRead>(
+    stream: S,
+    early_bytes: Bytes,
+    admission: Admission,
+    ctx: &Arc<ServerContext>,
+) {
+    match admission {
+        Admission::Accept(slot) => {
+            let settings = ctx.connection_settings.clone();
+            let socket_id = ctx.socket_ids.next();
+            connection::run(stream, early_bytes, slot, socket_id, settings, &ctx.live).await;
+        }
+        Admission::Refuse { code, message } => send_refusal(stream, code, &message).await,
+    }
+}
+
 /// Writes `pusher:error` and a close frame, then waits briefly for the client's close.
-async fn send_refusal(mut stream: TcpStream, code: u16, message: &str) {
+async fn send_refusal<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, code: u16, message: &str) {
     let mut out = encode::error_frame(Some(code), message).to_vec();
     out.extend_from_slice(&encode::close_frame(code, message));
     let wait = Duration::from_secs(2);
