@@ -2,6 +2,8 @@
 //! `pusher:error` followed by a close frame with the same code: pusher-js stops retrying on
 //! 40xx codes, whereas an HTTP-level refusal would send it cycling through transports.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +17,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use super::connection;
-use super::transport::Transport;
 use crate::apps::{AppStore, ConnectionSlot};
 use crate::protocol::{codes, encode, query};
 use crate::server::ServerContext;
@@ -177,75 +178,67 @@ fn spawn_websocket<G: Send + 'static>(
             return;
         };
         let upgraded = ws.into_inner().into_inner();
-        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                // Register the socket with the I/O driver afresh. Its first registration
-                // still holds the waker of the HTTP connection task that did the handshake,
-                // which kept that finished task's memory (about 1.1 KB) alive for as long as
-                // the WebSocket lived (found with heaptrack; see BENCHMARKS.md).
-                let Ok(stream) = parts
-                    .io
-                    .into_inner()
-                    .into_std()
-                    .and_then(TcpStream::from_std)
-                else {
-                    return;
-                };
-                // Inline rather than through `serve_upgraded`: an `async fn` keeps its
-                // arguments beside its locals, and every idle connection would pay for them.
-                match admission {
-                    Admission::Accept(slot) => {
-                        let settings = ctx.connection_settings.clone();
-                        let socket_id = ctx.socket_ids.next();
-                        connection::run(
-                            stream,
-                            parts.read_buf,
-                            slot,
-                            socket_id,
-                            settings,
-                            &ctx.live,
-                        )
-                        .await;
-                    }
-                    // Boxed: this future is larger than a connection's, and the task is sized
-                    // for the larger of the two for as long as the connection lives.
-                    Admission::Refuse { code, message } => {
-                        Box::pin(send_refusal(stream, code, &message)).await
-                    }
+        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => parts,
+            Err(other) => {
+                match serve_tls(other, admission, ctx) {
+                    Ok(connection) => connection.await,
+                    Err(_) => tracing::warn!("upgraded connection is neither TCP nor TLS over TCP"),
                 }
                 return;
             }
-            Err(other) => other,
         };
-        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-            // Boxed: a TLS session is far larger than a socket, and plain connections'
-            // tasks would otherwise be sized for it. (tokio-rustls cannot rebuild a stream
-            // from its parts, so the socket keeps its first registration.)
-            Ok(parts) => {
-                let stream = parts.io.into_inner();
-                Box::pin(serve_upgraded(stream, parts.read_buf, admission, &ctx)).await
+        // Register the socket with the I/O driver afresh. Its first registration still holds
+        // the waker of the HTTP connection task that did the handshake, which kept that
+        // finished task's memory (about 1.1 KB) alive for as long as the WebSocket lived
+        // (found with heaptrack; see BENCHMARKS.md).
+        let Ok(stream) = parts
+            .io
+            .into_inner()
+            .into_std()
+            .and_then(TcpStream::from_std)
+        else {
+            return;
+        };
+        // Written out rather than through `serve_upgraded`: an `async fn` keeps its arguments
+        // beside its locals, and every idle connection would pay for them.
+        match admission {
+            Admission::Accept(slot) => {
+                let settings = ctx.connection_settings.clone();
+                let socket_id = ctx.socket_ids.next();
+                connection::run(stream, parts.read_buf, slot, socket_id, settings, &ctx.live).await;
             }
-            Err(_) => tracing::warn!("upgraded connection is neither TCP nor TLS over TCP"),
+            // Boxed: this future is larger than a connection's, and the task is sized for
+            // the larger of the two for as long as the connection lives.
+            Admission::Refuse { code, message } => {
+                Box::pin(send_refusal(stream, code, &message)).await
+            }
         }
     });
 }
 
-/// Serves the WebSocket, or sends the refusal decided before the upgrade (the TLS path; the
-/// plain one is written out in [`spawn_websocket`]).
-async fn serve_upgraded<S: Transport + AsyncRead>(
-    stream: S,
-    early_bytes: Bytes,
+/// The task's TLS branch, boxed: a TLS session is far larger than a socket, and plain
+/// connections' tasks would otherwise be sized for it. Built outside the task's `async`
+/// block so that no TLS stream is ever one of that block's locals (a moved-from local still
+/// takes room in the future). tokio-rustls cannot rebuild a stream from its parts, so the
+/// socket keeps its first registration.
+fn serve_tls(
+    upgraded: hyper::upgrade::Upgraded,
     admission: Admission,
-    ctx: &Arc<ServerContext>,
-) {
-    match admission {
-        Admission::Accept(slot) => {
-            let settings = ctx.connection_settings.clone();
-            let socket_id = ctx.socket_ids.next();
-            connection::run(stream, early_bytes, slot, socket_id, settings, &ctx.live).await;
+    ctx: Arc<ServerContext>,
+) -> Result<Pin<Box<impl Future<Output = ()> + Send>>, hyper::upgrade::Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>()?;
+    Ok(Box::pin(async move {
+        let stream = parts.io.into_inner();
+        match admission {
+            Admission::Accept(slot) => {
+                let settings = ctx.connection_settings.clone();
+                let socket_id = ctx.socket_ids.next();
+                connection::run(stream, parts.read_buf, slot, socket_id, settings, &ctx.live).await;
+            }
+            Admission::Refuse { code, message } => send_refusal(stream, code, &message).await,
         }
-        Admission::Refuse { code, message } => send_refusal(stream, code, &message).await,
-    }
+    }))
 }
 
 /// Writes `pusher:error` and a close frame, then waits briefly for the client's close.
