@@ -369,6 +369,15 @@ async fn https_publish_reaches_a_wss_subscriber() {
     subscriber.subscribe("tls-news").await;
     https_publish(server.addr, &connector, "tls-news", "over TLS").await;
     subscriber.expect_event("tls-news", "over TLS").await;
+
+    // Larger than rustls's outgoing buffer: written in parts, all of it arrives, in order.
+    let big = "x".repeat(90_000);
+    https_publish(server.addr, &connector, "tls-news", &big).await;
+    https_publish(server.addr, &connector, "tls-news", "after the big one").await;
+    subscriber.expect_event("tls-news", &big).await;
+    subscriber
+        .expect_event("tls-news", "after the big one")
+        .await;
 }
 
 #[tokio::test]

@@ -103,6 +103,12 @@ impl Transport for TlsStream<TcpStream> {
         progressed: &mut bool,
     ) -> Poll<io::Result<()>> {
         while !frames.is_empty() {
+            // rustls reports a write of nothing but empty slices as 0 bytes taken, which
+            // would read as a dead socket below.
+            if frames.iter().take(MAX_IOVECS).all(|f| f.is_empty()) {
+                frames.drain(..frames.len().min(MAX_IOVECS));
+                continue;
+            }
             let written = {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let count = gather(frames, &mut slices);
