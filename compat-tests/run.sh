@@ -70,6 +70,11 @@ if wants browser && [ ! -x "$CHROMIUM_BIN" ]; then
   apt_install chromium || true
   [ -x "$CHROMIUM_BIN" ] || MISSING+=("Chromium at $CHROMIUM_BIN (apt-get install chromium, or set CHROMIUM_BIN)")
 fi
+# browser/tls.test.mjs makes its test certificates with the openssl CLI.
+if wants browser && ! command -v openssl >/dev/null 2>&1; then
+  apt_install openssl || true
+  command -v openssl >/dev/null 2>&1 || MISSING+=("the openssl CLI for browser/tls.test.mjs (apt-get install openssl)")
+fi
 # node/cluster.test.mjs starts its own redis-server (and fails, never skips, without one).
 if wants node && [ -z "${REDIS_SERVER_BIN:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
   apt_install redis-server || true

@@ -430,19 +430,23 @@ async fn run(config: Config) -> Result<(), Failure> {
         };
         Failure::Start(format!("cannot listen on {shown}: {reason}"))
     };
+    // Before binding, so that a bad certificate never leaves a port briefly open.
+    let tls = crier::server::tls::from_settings(&config.server)
+        .map_err(|e| Failure::Start(e.to_string()))?;
     let listener = listen(host, port).await.map_err(cannot_listen)?;
     let local = listener.local_addr().map_err(cannot_listen)?;
     let first = &config.apps[0];
     println!(
-        "crier listening on {local} (app id {}, key {}; {} app(s)); WebSocket ws://{local}/app/{}",
+        "crier listening on {local} (app id {}, key {}; {} app(s)); WebSocket {}://{local}/app/{}",
         first.id,
         first.key,
         config.apps.len(),
+        if tls.is_some() { "wss" } else { "ws" },
         first.key
     );
     let (stops, stopped) = tokio::sync::mpsc::channel(2);
     tokio::spawn(forward_signals(stops));
-    crier::server::serve_until(listener, config, stopped)
+    crier::server::serve_with_tls(listener, config, tls, stopped)
         .await
         .map_err(Failure::Serve)?;
     println!("crier stopped");

@@ -3,6 +3,7 @@
 // hosts that cannot be reached).
 import { existsSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -10,12 +11,14 @@ const { chromium } = require('playwright-core');
 
 export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 
-export async function launchChromium() {
+/** `extraArgs`: more Chromium flags, e.g. a certificate pin for the TLS test. */
+export async function launchChromium({ extraArgs = [] } = {}) {
   if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}`);
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: [
+      ...extraArgs,
       '--no-sandbox',
       '--disable-gpu',
       '--disable-quic',
@@ -32,10 +35,11 @@ export async function launchChromium() {
  * The page's own HTTP server on 127.0.0.1: `GET /` serves `page`, `GET /<name>` serves
  * `scripts[name]`, and a POST to one of `authPaths` is answered with the JSON that
  * `authorize(path, form)` returns (a thrown error becomes a 400), as an app's auth endpoint
- * would answer pusher-js. Resolves to the listening server.
+ * would answer pusher-js. With `tls` ({ key, cert } in PEM) it serves https. Resolves to the
+ * listening server.
  */
-export function startPageServer({ page, scripts, authPaths, authorize }) {
-  const server = http.createServer((req, res) => {
+export function startPageServer({ page, scripts, authPaths, authorize, tls }) {
+  const handler = (req, res) => {
     const url = new URL(req.url, 'http://localhost');
     const name = url.pathname.slice(1);
     if (req.method === 'GET' && url.pathname === '/') {
@@ -63,6 +67,7 @@ export function startPageServer({ page, scripts, authPaths, authorize }) {
       res.writeHead(404);
       res.end();
     }
-  });
+  };
+  const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
   return new Promise((res) => server.listen(0, '127.0.0.1', () => res(server)));
 }

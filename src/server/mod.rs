@@ -12,11 +12,16 @@
 //! HTTP phase ([`http_phase`]), connections per address ([`client_ips`]), the time a request's
 //! head and body may take, the size of its head, and descriptors ([`descriptors`]): WebSockets
 //! never take the ones kept for the HTTP phase, so signed publishes always get through.
+//!
+//! With TLS on ([`tls`]) every connection first completes its handshake, inside its own task
+//! and within `http_timeout`, holding its HTTP-phase place meanwhile; then it is served
+//! exactly as a plain one.
 
 pub mod client_ips;
 pub mod descriptors;
 pub mod drain;
 pub mod http_phase;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,6 +35,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
@@ -50,6 +56,7 @@ use crate::websocket::upgrade;
 use client_ips::{ClientIps, IpTicket};
 use descriptors::Spare;
 use http_phase::{HttpPhase, HttpTicket};
+use tls::TlsCertificates;
 
 /// Largest request head (request line and headers) a client may send; hyper's own minimum
 /// is 8 KiB. Legitimate requests are a few hundred bytes.
@@ -89,7 +96,9 @@ pub enum Stop {
     Now,
 }
 
-/// Serves on `listener` until `shutdown` resolves, then closes every connection at once.
+/// Serves on `listener` until `shutdown` resolves, then closes every connection at once. With
+/// `server.tls_cert` and `server.tls_key` set, serves TLS only; a certificate or key that
+/// cannot be used is an `InvalidInput` error.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
@@ -108,6 +117,19 @@ pub async fn serve(
 pub async fn serve_until(
     listener: TcpListener,
     config: Config,
+    stops: mpsc::Receiver<Stop>,
+) -> std::io::Result<()> {
+    let tls = tls::from_settings(&config.server)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    serve_with_tls(listener, config, tls, stops).await
+}
+
+/// [`serve_until`] with the TLS configuration already loaded (the binary loads it first, to
+/// report a bad file as a start failure); `None` serves plain HTTP whatever the settings say.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    config: Config,
+    tls: Option<Arc<TlsCertificates>>,
     mut stops: mpsc::Receiver<Stop>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -183,6 +205,10 @@ pub async fn serve_until(
         tokio::spawn(link::run(link, queues, ctx.shutdown.clone()));
     }
 
+    if let Some(tls) = &tls {
+        tokio::spawn(tls::reload_on_sighup(tls.clone(), ctx.shutdown.clone())?);
+    }
+
     for app in ctx
         .apps
         .all()
@@ -217,7 +243,7 @@ pub async fn serve_until(
                 }
             } => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => admit(stream, peer, &ctx),
+                Ok((stream, peer)) => admit(stream, peer, &ctx, tls.as_deref()),
                 Err(e) => {
                     // Out of descriptors (or another transient failure): turn the waiting
                     // client away now rather than leave it, and the rest, in the queue.
@@ -278,7 +304,12 @@ fn descriptor_budget(max_http: usize) -> (usize, usize) {
 }
 
 /// Takes a newly accepted connection into the HTTP phase, or answers it at once.
-fn admit(stream: TcpStream, peer: SocketAddr, ctx: &Arc<ServerContext>) {
+fn admit(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &Arc<ServerContext>,
+    tls: Option<&TlsCertificates>,
+) {
     let peer_ip = peer.ip().to_canonical();
     let ip_ticket = if ctx.client_ips.is_trusted(peer_ip) {
         // Counted per request, by the client its X-Forwarded-For names.
@@ -288,7 +319,8 @@ fn admit(stream: TcpStream, peer: SocketAddr, ctx: &Arc<ServerContext>) {
             Ok(ticket) => ticket.map(Arc::new),
             Err(over) => {
                 return refuse_raw(
-                    &stream,
+                    stream,
+                    tls.is_some(),
                     "429 Too Many Requests",
                     &format!(
                         "Too many connections from {}: the limit is {}",
@@ -300,7 +332,8 @@ fn admit(stream: TcpStream, peer: SocketAddr, ctx: &Arc<ServerContext>) {
     };
     let Some(ticket) = ctx.http_phase.admit() else {
         return refuse_raw(
-            &stream,
+            stream,
+            tls.is_some(),
             "503 Service Unavailable",
             &format!(
                 "Too many connections waiting to be served (limit {}); retry shortly",
@@ -311,19 +344,34 @@ fn admit(stream: TcpStream, peer: SocketAddr, ctx: &Arc<ServerContext>) {
     let _ = stream.set_nodelay(true);
     let phase = ctx.http_phase.clone();
     let id = ticket.id();
-    let task = tokio::spawn(serve_connection(
-        stream,
-        peer_ip,
-        ticket,
-        ip_ticket,
-        ctx.clone(),
-    ));
+    let task = match tls {
+        None => tokio::spawn(serve_connection(
+            stream,
+            peer_ip,
+            ticket,
+            ip_ticket,
+            ctx.clone(),
+        )),
+        Some(tls) => tokio::spawn(serve_tls_connection(
+            stream,
+            tls.current(),
+            peer_ip,
+            ticket,
+            ip_ticket,
+            ctx.clone(),
+        )),
+    };
     phase.attach(id, task.abort_handle());
 }
 
 /// Answers a connection that will not be served with a complete HTTP response, written
-/// without waiting, and closes it.
-fn refuse_raw(stream: &TcpStream, status: &str, message: &str) {
+/// without waiting, and closes it. A TLS connection is closed without an answer: plain text
+/// would be garbage to its client, and a handshake would spend the very resources being
+/// protected on someone already over a limit.
+fn refuse_raw(stream: TcpStream, tls: bool, status: &str, message: &str) {
+    if tls {
+        return;
+    }
     let body = serde_json::json!({ "error": message }).to_string();
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
@@ -332,10 +380,43 @@ fn refuse_raw(stream: &TcpStream, status: &str, message: &str) {
     let _ = stream.try_write(response.as_bytes());
 }
 
+/// Completes the TLS handshake, within `http_timeout` and while holding the connection's
+/// HTTP-phase place (so a client that never finishes it is evicted or timed out like a slow
+/// request head), then serves the connection as a plain one.
+async fn serve_tls_connection(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    peer_ip: std::net::IpAddr,
+    phase: HttpTicket,
+    ip_ticket: Option<Arc<IpTicket>>,
+    ctx: Arc<ServerContext>,
+) {
+    let mut stop = ctx.shutdown.clone();
+    let handshake = tokio::time::timeout(
+        ctx.settings.http_timeout,
+        tokio_rustls::TlsAcceptor::from(config).accept(stream),
+    );
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!("TLS handshake with {peer_ip} failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake with {peer_ip} timed out");
+                return;
+            }
+        },
+        _ = stop.wait_for(|s| *s) => return,
+    };
+    serve_connection(stream, peer_ip, phase, ip_ticket, ctx).await
+}
+
 /// Serves HTTP/1.1 on one connection until it closes or upgrades; `_phase` holds its place
 /// in the HTTP phase until then (or until it is evicted, which aborts this task).
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     peer_ip: std::net::IpAddr,
     _phase: HttpTicket,
     ip_ticket: Option<Arc<IpTicket>>,

@@ -24,15 +24,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::frame_reader::{Frame, FrameError, FrameReader, OpCode};
 use super::keepalive::{Action, Keepalive, KeepaliveSettings};
 use super::live::{Listed, LiveConnections};
 use super::session::Session;
-use super::socket_writer::poll_write_frames;
+use super::transport::Transport;
 use crate::apps::ConnectionSlot;
 use crate::channels::{CloseRequest, Outbox};
 use crate::protocol::codes;
@@ -55,8 +53,8 @@ pub struct ConnectionSettings {
 /// the `Connection` outside and awaiting a method that takes it by value makes the compiler
 /// keep both in the task's future (1,088 bytes instead of 784), and an idle connection pays
 /// for every byte of it.
-pub async fn run(
-    stream: TcpStream,
+pub async fn run<S: Transport>(
+    stream: S,
     early_bytes: Bytes,
     slot: ConnectionSlot,
     socket_id: SocketId,
@@ -73,8 +71,8 @@ pub async fn run(
     close_log::closed(&app.config.id, conn.session.socket_id(), conn.closing);
 }
 
-struct Connection {
-    stream: TcpStream,
+struct Connection<S> {
+    stream: S,
     outbox: Arc<Outbox>,
     session: Session,
     reader: FrameReader,
@@ -105,9 +103,9 @@ enum Next {
     End,
 }
 
-impl Connection {
+impl<S: Transport> Connection<S> {
     fn open(
-        stream: TcpStream,
+        stream: S,
         early_bytes: Bytes,
         slot: ConnectionSlot,
         socket_id: SocketId,
@@ -161,16 +159,27 @@ impl Connection {
                 return Poll::Ready(());
             }
             let mut progressed = false;
-            match poll_write_frames(cx, &self.stream, &mut self.writing, &mut progressed) {
-                Poll::Ready(Ok(())) => self.write_deadline = None,
-                Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Pending => {
-                    if progressed || self.write_deadline.is_none() {
-                        self.write_deadline = Some(Instant::now() + self.settings.write_timeout);
+            let written =
+                match self
+                    .stream
+                    .poll_write_frames(cx, &mut self.writing, &mut progressed)
+                {
+                    Poll::Ready(Ok(())) => {
+                        self.write_deadline = None;
+                        true
                     }
-                }
-            }
-            if self.writing.is_empty() {
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => {
+                        if progressed || self.write_deadline.is_none() {
+                            self.write_deadline =
+                                Some(Instant::now() + self.settings.write_timeout);
+                        }
+                        false
+                    }
+                };
+            // Not `writing.is_empty()`: over TLS the frames can all be taken while the
+            // encrypted bytes still wait for the socket, and a close must not cut them off.
+            if written {
                 if self.closing.is_some() {
                     let _ = Pin::new(&mut self.stream).poll_shutdown(cx);
                     return Poll::Ready(());
@@ -188,7 +197,7 @@ impl Connection {
             }
             if self.closing.is_none()
                 && !self.done_reading
-                && let Poll::Ready(frame) = self.reader.poll_next(cx, &self.stream)
+                && let Poll::Ready(frame) = self.reader.poll_next(cx, &mut self.stream)
             {
                 self.heard = Instant::now();
                 let limit = self.settings.max_message_bytes;

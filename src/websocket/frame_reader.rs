@@ -7,11 +7,11 @@
 //! the connection's own future and keeps its state in itself.
 //! fastwebsockets still does the upgrade handshake and provides the unmasking routine.
 
-use std::io;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::TcpStream;
+
+use super::transport::Transport;
 
 /// Bytes requested from the socket at a time when nothing partial is buffered.
 const READ_CHUNK: usize = 4096;
@@ -60,10 +60,10 @@ impl FrameReader {
 
     /// The next frame, reading from `stream` when nothing complete is buffered. Waits (and
     /// keeps `cx`'s waker with the socket) only when the socket has nothing to read.
-    pub fn poll_next(
+    pub fn poll_next<S: Transport>(
         &mut self,
         cx: &mut Context<'_>,
-        stream: &TcpStream,
+        stream: &mut S,
     ) -> Poll<Result<Frame, FrameError>> {
         loop {
             let frame_len = match self.parse_frame()? {
@@ -76,21 +76,10 @@ impl FrameReader {
                 }
                 Parsed::Partial { frame_len } => frame_len,
             };
-            if ready!(stream.poll_read_ready(cx)).is_err() {
-                return Poll::Ready(Err(FrameError::Closed));
-            }
-            if self.buf.capacity() == self.buf.len() {
-                self.buf.reserve(growth(self.buf.len(), frame_len));
-            }
-            match stream.try_read_buf(&mut self.buf) {
-                Ok(0) => return Poll::Ready(Err(FrameError::Closed)),
+            let grow = growth(self.buf.len(), frame_len);
+            match ready!(stream.poll_read_more(cx, &mut self.buf, grow)) {
+                Ok(0) | Err(_) => return Poll::Ready(Err(FrameError::Closed)),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.buf.is_empty() {
-                        self.buf = BytesMut::new();
-                    }
-                }
-                Err(_) => return Poll::Ready(Err(FrameError::Closed)),
             }
         }
     }

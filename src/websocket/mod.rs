@@ -9,4 +9,5 @@ pub mod keepalive;
 pub mod live;
 pub mod session;
 pub mod socket_writer;
+pub mod transport;
 pub mod upgrade;

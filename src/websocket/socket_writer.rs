@@ -10,10 +10,13 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
 
-const MAX_IOVECS: usize = 64;
+pub(super) const MAX_IOVECS: usize = 64;
 
 /// Fills `slices` with up to `MAX_IOVECS` frames and returns how many.
-fn gather<'a>(frames: &'a VecDeque<Bytes>, slices: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+pub(super) fn gather<'a>(
+    frames: &'a VecDeque<Bytes>,
+    slices: &mut [IoSlice<'a>; MAX_IOVECS],
+) -> usize {
     let count = frames.len().min(MAX_IOVECS);
     for (slot, frame) in slices.iter_mut().zip(frames.iter()) {
         *slot = IoSlice::new(frame);
@@ -22,7 +25,7 @@ fn gather<'a>(frames: &'a VecDeque<Bytes>, slices: &mut [IoSlice<'a>; MAX_IOVECS
 }
 
 /// Drops `written` bytes from the front of `frames`.
-fn consume(frames: &mut VecDeque<Bytes>, mut written: usize) {
+pub(super) fn consume(frames: &mut VecDeque<Bytes>, mut written: usize) {
     while written > 0 {
         let Some(front) = frames.front_mut() else {
             return;

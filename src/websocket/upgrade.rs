@@ -2,6 +2,8 @@
 //! `pusher:error` followed by a close frame with the same code: pusher-js stops retrying on
 //! 40xx codes, whereas an HTTP-level refusal would send it cycling through transports.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +12,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use super::connection;
 use crate::apps::{AppStore, ConnectionSlot};
@@ -175,9 +178,15 @@ fn spawn_websocket<G: Send + 'static>(
             return;
         };
         let upgraded = ws.into_inner().into_inner();
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-            tracing::warn!("upgraded connection is not a TCP stream");
-            return;
+        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => parts,
+            Err(other) => {
+                match serve_tls(other, admission, ctx) {
+                    Ok(connection) => connection.await,
+                    Err(_) => tracing::warn!("upgraded connection is neither TCP nor TLS over TCP"),
+                }
+                return;
+            }
         };
         // Register the socket with the I/O driver afresh. Its first registration still holds
         // the waker of the HTTP connection task that did the handshake, which kept that
@@ -191,6 +200,8 @@ fn spawn_websocket<G: Send + 'static>(
         else {
             return;
         };
+        // Written out rather than through `serve_upgraded`: an `async fn` keeps its arguments
+        // beside its locals, and every idle connection would pay for them.
         match admission {
             Admission::Accept(slot) => {
                 let settings = ctx.connection_settings.clone();
@@ -206,8 +217,32 @@ fn spawn_websocket<G: Send + 'static>(
     });
 }
 
+/// The task's TLS branch, boxed: a TLS session is far larger than a socket, and plain
+/// connections' tasks would otherwise be sized for it. Built outside the task's `async`
+/// block so that no TLS stream is ever one of that block's locals (a moved-from local still
+/// takes room in the future). tokio-rustls cannot rebuild a stream from its parts, so the
+/// socket keeps its first registration.
+fn serve_tls(
+    upgraded: hyper::upgrade::Upgraded,
+    admission: Admission,
+    ctx: Arc<ServerContext>,
+) -> Result<Pin<Box<impl Future<Output = ()> + Send>>, hyper::upgrade::Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>()?;
+    Ok(Box::pin(async move {
+        let stream = parts.io.into_inner();
+        match admission {
+            Admission::Accept(slot) => {
+                let settings = ctx.connection_settings.clone();
+                let socket_id = ctx.socket_ids.next();
+                connection::run(stream, parts.read_buf, slot, socket_id, settings, &ctx.live).await;
+            }
+            Admission::Refuse { code, message } => send_refusal(stream, code, &message).await,
+        }
+    }))
+}
+
 /// Writes `pusher:error` and a close frame, then waits briefly for the client's close.
-async fn send_refusal(mut stream: TcpStream, code: u16, message: &str) {
+async fn send_refusal<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, code: u16, message: &str) {
     let mut out = encode::error_frame(Some(code), message).to_vec();
     out.extend_from_slice(&encode::close_frame(code, message));
     let wait = Duration::from_secs(2);

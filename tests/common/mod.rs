@@ -888,7 +888,7 @@ impl ApiRequest {
         self.params.retain(|(k, _)| k != key);
     }
 
-    fn query(&self) -> String {
+    pub fn query(&self) -> String {
         self.params
             .iter()
             .map(|(k, v)| {
