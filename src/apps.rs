@@ -1,9 +1,17 @@
 //! The apps a server hosts: each app's settings, its channel registry, its signed-in users
 //! and its live connection count, found by id (HTTP API) or by key (WebSocket URL).
+//!
+//! The list can be replaced while the server runs ([`AppStore::reload`], SIGHUP in the
+//! binary). An app whose settings changed becomes a new [`App`] that shares the old one's
+//! run-time state (channels, users, connection counts, metrics): new connections and requests
+//! see the new settings, open connections keep the ones they started with, and a publish
+//! still reaches every subscriber.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::RwLock;
 
 use crate::channels::{Registry, Users};
 use crate::cluster::{Cluster, ClusterChannels};
@@ -15,18 +23,18 @@ use crate::webhooks::{AppWebhooks, Taps};
 #[derive(Debug)]
 pub struct App {
     pub config: AppConfig,
-    pub registry: Registry,
-    pub users: Users,
+    pub registry: Arc<Registry>,
+    pub users: Arc<Users>,
     /// The other nodes, when the server is part of a cluster.
     pub cluster: Option<ClusterChannels>,
     /// The app's webhooks, when it has targets.
     pub webhooks: Option<Arc<AppWebhooks>>,
     pub metrics: Arc<AppMetrics>,
     /// This node's HTTP API rate-limit windows.
-    pub rate_windows: crate::http_api::rate_limit::Windows,
-    connections: AtomicUsize,
+    pub rate_windows: Arc<crate::http_api::rate_limit::Windows>,
+    connections: Arc<AtomicUsize>,
     /// In a cluster: the other nodes' connections, as last read from Redis (each second).
-    remote_connections: AtomicUsize,
+    remote_connections: Arc<AtomicUsize>,
 }
 
 /// Holds one of an app's connection slots; the slot is released on drop.
@@ -68,13 +76,29 @@ impl App {
         App {
             metrics,
             rate_windows: Default::default(),
-            registry,
-            users: Users::new(cluster.clone()),
+            registry: Arc::new(registry),
+            users: Arc::new(Users::new(cluster.clone())),
             cluster,
             webhooks,
             config,
-            connections: AtomicUsize::new(0),
-            remote_connections: AtomicUsize::new(0),
+            connections: Default::default(),
+            remote_connections: Default::default(),
+        }
+    }
+
+    /// This app with new settings, keeping its run-time state. Settings fixed when the
+    /// app was built (subscription counts, webhook targets) keep their old values.
+    fn reconfigured(&self, config: AppConfig) -> App {
+        App {
+            config,
+            registry: self.registry.clone(),
+            users: self.users.clone(),
+            cluster: self.cluster.clone(),
+            webhooks: self.webhooks.clone(),
+            metrics: self.metrics.clone(),
+            rate_windows: self.rate_windows.clone(),
+            connections: self.connections.clone(),
+            remote_connections: self.remote_connections.clone(),
         }
     }
 
@@ -115,11 +139,45 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Lookup of apps by id and by key. Built once at start-up; read-only afterwards.
+/// Lookup of apps by id and by key; cloning shares the same list, which
+/// [`AppStore::reload`] can replace.
 #[derive(Debug, Clone)]
 pub struct AppStore {
-    by_id: Arc<HashMap<String, Arc<App>>>,
-    by_key: Arc<HashMap<String, Arc<App>>>,
+    current: Arc<RwLock<Arc<Lookup>>>,
+    builder: Arc<Builder>,
+}
+
+#[derive(Debug, Default)]
+struct Lookup {
+    by_id: HashMap<String, Arc<App>>,
+    by_key: HashMap<String, Arc<App>>,
+}
+
+impl Lookup {
+    fn of(apps: impl Iterator<Item = Arc<App>>) -> Lookup {
+        let mut lookup = Lookup::default();
+        for app in apps {
+            lookup.by_key.insert(app.config.key.clone(), app.clone());
+            lookup.by_id.insert(app.config.id.clone(), app);
+        }
+        lookup
+    }
+}
+
+/// What building an app needs besides its settings.
+#[derive(Debug, Default)]
+struct Builder {
+    cluster: Option<Arc<Cluster>>,
+    taps: Option<Taps>,
+    families: Option<Families>,
+}
+
+/// What a reload changed, by app id.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 impl AppStore {
@@ -137,35 +195,72 @@ impl AppStore {
         taps: Option<&Taps>,
         families: Option<&Families>,
     ) -> Self {
-        let apps: Vec<Arc<App>> = apps
-            .iter()
-            .cloned()
-            .map(|c| Arc::new(App::build(c, cluster, taps, families)))
-            .collect();
+        let builder = Builder {
+            cluster: cluster.cloned(),
+            taps: taps.cloned(),
+            families: families.cloned(),
+        };
+        let lookup = Lookup::of(apps.iter().map(|c| Arc::new(builder.app(c.clone()))));
         AppStore {
-            by_id: Arc::new(
-                apps.iter()
-                    .map(|a| (a.config.id.clone(), a.clone()))
-                    .collect(),
-            ),
-            by_key: Arc::new(
-                apps.iter()
-                    .map(|a| (a.config.key.clone(), a.clone()))
-                    .collect(),
-            ),
+            current: Arc::new(RwLock::new(Arc::new(lookup))),
+            builder: Arc::new(builder),
         }
     }
 
-    pub fn by_id(&self, id: &str) -> Option<&Arc<App>> {
-        self.by_id.get(id)
+    pub fn by_id(&self, id: &str) -> Option<Arc<App>> {
+        self.current.read().by_id.get(id).cloned()
     }
 
-    pub fn by_key(&self, key: &str) -> Option<&Arc<App>> {
-        self.by_key.get(key)
+    pub fn by_key(&self, key: &str) -> Option<Arc<App>> {
+        self.current.read().by_key.get(key).cloned()
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &Arc<App>> {
-        self.by_id.values()
+    /// The apps now.
+    pub fn all(&self) -> impl Iterator<Item = Arc<App>> + use<> {
+        let lookup = self.current.read().clone();
+        let apps: Vec<Arc<App>> = lookup.by_id.values().cloned().collect();
+        apps.into_iter()
+    }
+
+    /// Replaces the list with `configs` (already validated): new ids are added, changed
+    /// settings apply from now on, missing ids are removed (their open connections stay
+    /// until they close).
+    pub fn reload(&self, configs: &[AppConfig]) -> Reloaded {
+        let old = self.current.read().clone();
+        let mut reloaded = Reloaded::default();
+        let apps: Vec<Arc<App>> = configs
+            .iter()
+            .map(|config| match old.by_id.get(&config.id) {
+                Some(app) if app.config == *config => app.clone(),
+                Some(app) => {
+                    reloaded.changed.push(config.id.clone());
+                    Arc::new(app.reconfigured(config.clone()))
+                }
+                None => {
+                    reloaded.added.push(config.id.clone());
+                    Arc::new(self.builder.app(config.clone()))
+                }
+            })
+            .collect();
+        reloaded.removed = old
+            .by_id
+            .keys()
+            .filter(|id| !configs.iter().any(|c| &c.id == *id))
+            .cloned()
+            .collect();
+        *self.current.write() = Arc::new(Lookup::of(apps.into_iter()));
+        reloaded
+    }
+}
+
+impl Builder {
+    fn app(&self, config: AppConfig) -> App {
+        App::build(
+            config,
+            self.cluster.as_ref(),
+            self.taps.as_ref(),
+            self.families.as_ref(),
+        )
     }
 }
 

@@ -90,7 +90,7 @@ pub struct ServerSettings {
 }
 
 /// One tenant: its credentials and limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AppConfig {
     pub id: String,
     pub key: String,

@@ -10,7 +10,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use crier::config::{AppOverrides, ClusterOverrides, ServerOverrides};
-use crier::server::Stop;
+use crier::server::Control;
 use crier::webhooks::settings::{EntryList, WebhookOverrides, parse_json_targets};
 use crier::{Config, ConfigError, Overrides};
 
@@ -282,7 +282,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match runtime.block_on(run(config)) {
+    let file = cli.config.clone();
+    let overrides = cli.overrides();
+    let reload: Reload = Box::new(move || Config::load(file.as_deref(), &overrides));
+    match runtime.block_on(run(config, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Start(message)) => {
             eprintln!("crier: {message}");
@@ -413,7 +416,7 @@ enum Failure {
     Serve(std::io::Error),
 }
 
-async fn run(config: Config) -> Result<(), Failure> {
+async fn run(config: Config, reload: Reload) -> Result<(), Failure> {
     let host = config.server.host.as_str();
     let port = config.server.port;
     let shown = if host.contains(':') && !host.starts_with('[') {
@@ -435,6 +438,8 @@ async fn run(config: Config) -> Result<(), Failure> {
         .map_err(|e| Failure::Start(e.to_string()))?;
     let listener = listen(host, port).await.map_err(cannot_listen)?;
     let local = listener.local_addr().map_err(cannot_listen)?;
+    let (stops, stopped) = tokio::sync::mpsc::channel(2);
+    let signals = forward_signals(stops, reload);
     let first = &config.apps[0];
     println!(
         "crier listening on {local} (app id {}, key {}; {} app(s)); WebSocket {}://{local}/app/{}",
@@ -444,8 +449,7 @@ async fn run(config: Config) -> Result<(), Failure> {
         if tls.is_some() { "wss" } else { "ws" },
         first.key
     );
-    let (stops, stopped) = tokio::sync::mpsc::channel(2);
-    tokio::spawn(forward_signals(stops));
+    tokio::spawn(signals);
     crier::server::serve_with_tls(listener, config, tls, stopped)
         .await
         .map_err(Failure::Serve)?;
@@ -484,40 +488,76 @@ async fn listen(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListene
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// SIGTERM starts the paced drain; SIGINT, or a second SIGTERM, closes everything now.
-async fn forward_signals(stops: tokio::sync::mpsc::Sender<Stop>) {
+/// Re-reads the configuration (file, environment, flags) for a SIGHUP.
+type Reload = Box<dyn Fn() -> Result<Config, ConfigError> + Send>;
+
+/// SIGTERM starts the paced drain; SIGINT, or a second SIGTERM, closes everything now;
+/// SIGHUP re-reads the configuration and hands the server its apps (a bad file keeps the old
+/// configuration and logs why).
+fn forward_signals(
+    controls: tokio::sync::mpsc::Sender<Control>,
+    reload: Reload,
+) -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => Some(term),
+    // Installed now, before the server says it listens: a signal sent from then on is never
+    // met by its default action.
+    let listen = |kind: SignalKind, name: &str| match signal(kind) {
+        Ok(s) => Some(s),
         Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM ({e}); only SIGINT stops the server");
+            tracing::warn!("cannot listen for {name} ({e})");
             None
         }
     };
+    let term = listen(SignalKind::terminate(), "SIGTERM");
+    let hangup = listen(SignalKind::hangup(), "SIGHUP");
+    let interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    handle_signals(controls, reload, term, hangup, interrupt)
+}
+
+async fn handle_signals(
+    controls: tokio::sync::mpsc::Sender<Control>,
+    reload: Reload,
+    mut term: Option<tokio::signal::unix::Signal>,
+    mut hangup: Option<tokio::signal::unix::Signal>,
+    mut interrupt: Option<tokio::signal::unix::Signal>,
+) {
+    use tokio::signal::unix::Signal;
+    async fn next(signal: &mut Option<Signal>) -> Option<()> {
+        match signal.as_mut() {
+            Some(s) => s.recv().await,
+            None => std::future::pending().await,
+        }
+    }
     let mut draining = false;
     loop {
-        let stop = tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
+        let control = tokio::select! {
+            Some(()) = next(&mut interrupt) => {
                 tracing::info!("SIGINT received: closing connections and shutting down");
-                Stop::Now
+                Control::Now
             }
-            Some(()) = async {
-                match term.as_mut() {
-                    Some(t) => t.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            Some(()) = next(&mut term) => {
                 if draining {
                     tracing::info!("SIGTERM received again: closing the remaining connections now");
-                    Stop::Now
+                    Control::Now
                 } else {
                     tracing::info!("SIGTERM received: draining (/ready answers 503, new WebSockets refused)");
-                    Stop::Drain
+                    draining = true;
+                    Control::Drain
                 }
             }
+            Some(()) = next(&mut hangup) => match reload() {
+                Ok(config) => {
+                    tracing::info!("SIGHUP received: configuration re-read");
+                    Control::Reload(Box::new(config))
+                }
+                Err(e) => {
+                    tracing::warn!("SIGHUP received: configuration not reloaded, keeping the one in use: {e}");
+                    continue;
+                }
+            },
         };
-        draining = true;
-        if stops.send(stop).await.is_err() || stop == Stop::Now {
+        let now = matches!(control, Control::Now);
+        if controls.send(control).await.is_err() || now {
             return;
         }
     }

@@ -295,6 +295,29 @@ impl Running {
         }
     }
 
+    /// Waits (at most 10 s) for an output line containing `needle`, and returns it.
+    fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no line with {needle:?} within 10 s; output: {seen:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Waits up to `within` for the child's exit code.
     fn terminate_wait(&mut self, within: Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + within;
@@ -572,4 +595,51 @@ async fn sigterm_drains_ready_turns_503_and_a_second_sigterm_closes_the_rest() {
         .await
         .expect("wait");
     assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_apps_keeping_open_connections_and_a_bad_file_keeps_the_old_ones() {
+    let app = |id: &str, key: &str, secret: &str| {
+        format!("[[apps]]\nid = \"{id}\"\nkey = \"{key}\"\nsecret = \"{secret}\"\n")
+    };
+    let head = "[server]\nhost = \"127.0.0.1\"\nport = 0\nmetrics_port = 0\n\n";
+    let file = TempConfig::new(&format!("{head}{}", app("a", "a-key", "a-secret")));
+    let running = Running::start(crier().arg("--config").arg(&file.0));
+    let addr = running.listening_addr();
+    let mut subscriber = Client::connect_app(addr, "a-key", "a-secret").await;
+    subscriber.subscribe("reloaded-room").await;
+
+    // A new secret for `a`, and a new app `b`.
+    std::fs::write(
+        &file.0,
+        format!(
+            "{head}{}\n{}",
+            app("a", "a-key", "a-new-secret"),
+            app("b", "b-key", "b-secret")
+        ),
+    )
+    .expect("rewrite the config");
+    running.signal("HUP");
+    let line = running.wait_for_line("apps reloaded");
+    assert!(line.contains("\"b\"") && line.contains("\"a\""), "{line}");
+
+    Client::connect_app(addr, "b-key", "b-secret").await;
+    let old = common::Api::for_app(addr, "a", "a-key", "a-secret");
+    old.post(
+        "/events",
+        &serde_json::json!({"name": "e", "data": "x", "channels": ["reloaded-room"]}),
+    )
+    .await
+    .assert_error(401);
+    let new = common::Api::for_app(addr, "a", "a-key", "a-new-secret");
+    new.publish("reloaded-room", "e", "after-reload").await;
+    // The connection opened before the reload still gets what the new settings publish.
+    assert_eq!(subscriber.recv_json().await["data"], "after-reload");
+
+    std::fs::write(&file.0, "[server]\nport = \"not a number\"\n").expect("break the config");
+    running.signal("HUP");
+    let line = running.wait_for_line("not reloaded");
+    assert!(line.contains("TOML parse error"), "{line}");
+    new.publish("reloaded-room", "e", "still-served").await;
+    assert_eq!(subscriber.recv_json().await["data"], "still-served");
 }

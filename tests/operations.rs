@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::redis_server::RedisServer;
 use common::{Api, Client, http_request, test_config};
 use crier::config::AppConfig;
-use crier::server::{Stop, serve_until};
+use crier::server::{Control, serve_until};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -29,7 +29,7 @@ fn free_port() -> u16 {
 struct Node {
     addr: SocketAddr,
     metrics: Option<SocketAddr>,
-    stops: mpsc::Sender<Stop>,
+    stops: mpsc::Sender<Control>,
     handle: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -67,7 +67,7 @@ impl Node {
         response.text
     }
 
-    async fn stop(&self, stop: Stop) {
+    async fn stop(&self, stop: Control) {
         self.stops
             .send(stop)
             .await
@@ -225,7 +225,7 @@ async fn up_and_ready_answer_on_both_ports_and_ready_turns_503_while_draining() 
     for _ in 0..50 {
         clients.push(Client::connect(node.addr).await);
     }
-    node.stop(Stop::Drain).await;
+    node.stop(Control::Drain).await;
     for addr in [node.addr, metrics] {
         wait_until("/ready turns 503", || async move {
             http_request(addr, "GET", "/ready", Vec::new()).await.status == 503
@@ -242,7 +242,7 @@ async fn up_and_ready_answer_on_both_ports_and_ready_turns_503_while_draining() 
     assert!(upgrade.starts_with("HTTP/1.1 503"), "{upgrade}");
     let api = Api::new(node.addr);
     assert_eq!(api.get("/channels", &[]).await.status, 200);
-    node.stop(Stop::Now).await;
+    node.stop(Control::Now).await;
     for mut client in clients {
         let (code, _) = client.drain_until_closed(Duration::from_secs(5)).await;
         assert_eq!(code, Some(4200));
@@ -277,7 +277,7 @@ async fn the_drain_spreads_its_closes_over_drain_secs_then_the_server_exits() {
         clients.push(Client::connect(node.addr).await);
     }
     let signalled = Instant::now();
-    node.stop(Stop::Drain).await;
+    node.stop(Control::Drain).await;
     let mut waits = Vec::new();
     for mut client in clients {
         waits.push(tokio::spawn(async move {
@@ -314,9 +314,9 @@ async fn a_second_stop_during_the_drain_closes_the_rest_at_once() {
     for _ in 0..20 {
         clients.push(Client::connect(node.addr).await);
     }
-    node.stop(Stop::Drain).await;
+    node.stop(Control::Drain).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    node.stop(Stop::Now).await;
+    node.stop(Control::Now).await;
     for mut client in clients {
         let (code, _) = client.drain_until_closed(Duration::from_secs(5)).await;
         assert_eq!(code, Some(4200));

@@ -700,8 +700,7 @@ fn member_webhooks(ctx: &LinkContext, app_id: &str) -> &'static str {
     let wanted = ctx
         .apps
         .by_id(app_id)
-        .and_then(|a| a.webhooks.as_ref())
-        .is_some_and(|w| w.wants_members());
+        .is_some_and(|a| a.webhooks.as_ref().is_some_and(|w| w.wants_members()));
     if wanted { "1" } else { "0" }
 }
 

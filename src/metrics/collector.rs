@@ -50,7 +50,8 @@ impl Collector for Gauges {
         let mut connections = Vec::new();
         let mut channels = Vec::new();
         let mut subscriptions = Vec::new();
-        for app in self.apps.all() {
+        let apps: Vec<_> = self.apps.all().collect();
+        for app in &apps {
             let id = app.config.id.as_str();
             let (c, s) = app.registry.totals();
             connections.push((id, app.connection_count() as i64));

@@ -87,13 +87,16 @@ pub struct ServerContext {
     pub health: Arc<Health>,
 }
 
-/// How the server is asked to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
+/// What a running server can be told.
+#[derive(Debug, Clone)]
+pub enum Control {
     /// Stop taking WebSockets, close the open ones in waves over `server.drain_secs`, exit.
     Drain,
     /// Close every connection now and exit (a second stop during a drain does this too).
     Now,
+    /// Serve these apps from now on (see [`AppStore::reload`]); the rest of the
+    /// configuration is read only at start.
+    Reload(Box<Config>),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then closes every connection at once. With
@@ -107,17 +110,17 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         shutdown.await;
-        let _ = tx.send(Stop::Now).await;
+        let _ = tx.send(Control::Now).await;
     });
     serve_until(listener, config, rx).await
 }
 
-/// Serves on `listener` until a [`Stop`] arrives (or every sender is gone, which is
-/// [`Stop::Now`]).
+/// Serves on `listener` until a [`Control`] arrives (or every sender is gone, which is
+/// [`Control::Now`]).
 pub async fn serve_until(
     listener: TcpListener,
     config: Config,
-    stops: mpsc::Receiver<Stop>,
+    stops: mpsc::Receiver<Control>,
 ) -> std::io::Result<()> {
     let tls = tls::from_settings(&config.server)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -130,7 +133,7 @@ pub async fn serve_with_tls(
     listener: TcpListener,
     config: Config,
     tls: Option<Arc<TlsCertificates>>,
-    mut stops: mpsc::Receiver<Stop>,
+    mut stops: mpsc::Receiver<Control>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tracker, mut all_done) = mpsc::channel::<()>(1);
@@ -223,7 +226,14 @@ pub async fn serve_with_tls(
     loop {
         tokio::select! {
             stop = stops.recv() => match (stop, &draining) {
-                (Some(Stop::Drain), None) => {
+                (Some(Control::Reload(config)), _) => {
+                    let r = ctx.apps.reload(&config.apps);
+                    tracing::info!(
+                        "apps reloaded: {} added {:?}, {} changed {:?}, {} removed {:?}",
+                        r.added.len(), r.added, r.changed.len(), r.changed, r.removed.len(), r.removed
+                    );
+                }
+                (Some(Control::Drain), None) => {
                     ctx.health.start_draining();
                     draining = Some(tokio::spawn(drain::run(
                         ctx.live.clone(),
