@@ -58,6 +58,34 @@ impl Collector for Gauges {
             channels.push((id, c as i64));
             subscriptions.push((id, s as i64));
         }
+        for (name, help, read) in [
+            (
+                "ws_messages_received",
+                "WebSocket messages received from clients",
+                (|a| a.metrics.received.count()) as fn(&crate::apps::App) -> u64,
+            ),
+            (
+                "ws_received_bytes",
+                "Bytes of WebSocket messages received from clients",
+                |a| a.metrics.received.bytes(),
+            ),
+            (
+                "ws_messages_sent",
+                "Events delivered to subscribers (one per recipient)",
+                |a| a.metrics.sent.count(),
+            ),
+            (
+                "ws_sent_bytes",
+                "Bytes of events delivered to subscribers",
+                |a| a.metrics.sent.bytes(),
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for app in &apps {
+                let label = [("app", app.config.id.as_str())];
+                ConstCounter::new(read(app)).encode(family.encode_family(&label)?)?;
+            }
+        }
         gauge_per_app(
             &mut encoder,
             "connections",

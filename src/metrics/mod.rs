@@ -3,7 +3,8 @@
 //! Counting must cost the hot paths almost nothing, so every counter an app touches while
 //! serving is a handle taken once, when the app is built ([`AppMetrics`]): an increment is
 //! one relaxed atomic add, with no lookup, lock or allocation. A broadcast adds its
-//! deliveries once (recipients and bytes), never per recipient. What is already known
+//! deliveries once (recipients and bytes), never per recipient, into a per-thread slot
+//! ([`spread::Spread`]) so the two cores never share the line. What is already known
 //! elsewhere (connections, channels, webhook and cluster counters) is read at scrape time by
 //! [`collector::Gauges`] instead of being counted twice.
 //!
@@ -13,6 +14,7 @@
 
 pub mod collector;
 pub mod listener;
+pub mod spread;
 pub mod timing;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use spread::Spread;
 use timing::Timing;
 
 /// The HTTP API's routes, as the `route` label names them.
@@ -65,10 +68,6 @@ struct RouteLabels {
 pub struct Families {
     opened: Family<AppLabel, Counter>,
     closed: Family<CloseLabels, Counter>,
-    messages_in: Family<AppLabel, Counter>,
-    bytes_in: Family<AppLabel, Counter>,
-    messages_out: Family<AppLabel, Counter>,
-    bytes_out: Family<AppLabel, Counter>,
     client_events_rejected: Family<AppLabel, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_latency: Family<RouteLabels, Timing>,
@@ -84,10 +83,8 @@ impl Families {
         let counter = |f: &Family<AppLabel, Counter>| f.get_or_create(&label).clone();
         AppMetrics {
             opened: counter(&self.opened),
-            messages_in: counter(&self.messages_in),
-            bytes_in: counter(&self.bytes_in),
-            messages_out: counter(&self.messages_out),
-            bytes_out: counter(&self.bytes_out),
+            received: Spread::default(),
+            sent: Spread::default(),
             client_events_rejected: counter(&self.client_events_rejected),
             fanout: self.fanout.get_or_create(&label).clone(),
             http_latency: ROUTES.map(|route| {
@@ -127,26 +124,6 @@ impl Families {
             self.closed.clone(),
         );
         registry.register(
-            "ws_messages_received",
-            "WebSocket messages received from clients",
-            self.messages_in.clone(),
-        );
-        registry.register(
-            "ws_received_bytes",
-            "Bytes of WebSocket messages received from clients",
-            self.bytes_in.clone(),
-        );
-        registry.register(
-            "ws_messages_sent",
-            "Events delivered to subscribers (one per recipient)",
-            self.messages_out.clone(),
-        );
-        registry.register(
-            "ws_sent_bytes",
-            "Bytes of events delivered to subscribers",
-            self.bytes_out.clone(),
-        );
-        registry.register(
             "client_events_rejected",
             "Client events refused (rate limit, size, channel or subscription)",
             self.client_events_rejected.clone(),
@@ -180,10 +157,10 @@ impl Families {
 pub struct AppMetrics {
     app: Arc<str>,
     pub opened: Counter,
-    pub messages_in: Counter,
-    pub bytes_in: Counter,
-    messages_out: Counter,
-    bytes_out: Counter,
+    /// Client messages and their bytes.
+    pub received: Spread,
+    /// Deliveries (one per recipient) and their bytes.
+    pub sent: Spread,
     pub client_events_rejected: Counter,
     fanout: Timing,
     http_latency: [Timing; ROUTES.len()],
@@ -199,10 +176,8 @@ impl AppMetrics {
         AppMetrics {
             app: Arc::from(app_id),
             opened: Counter::default(),
-            messages_in: Counter::default(),
-            bytes_in: Counter::default(),
-            messages_out: Counter::default(),
-            bytes_out: Counter::default(),
+            received: Spread::default(),
+            sent: Spread::default(),
             client_events_rejected: Counter::default(),
             fanout: Timing::default(),
             http_latency: ROUTES.map(|_| Timing::default()),
@@ -217,14 +192,13 @@ impl AppMetrics {
     #[inline]
     pub fn delivered(&self, recipients: usize, bytes: usize) {
         if recipients > 0 {
-            self.messages_out.inc_by(recipients as u64);
-            self.bytes_out.inc_by((recipients * bytes) as u64);
+            self.sent
+                .add(recipients as u64, (recipients * bytes) as u64);
         }
     }
 
     pub fn received(&self, bytes: usize) {
-        self.messages_in.inc();
-        self.bytes_in.inc_by(bytes as u64);
+        self.received.add(1, bytes as u64);
     }
 
     /// A connection ended, having sent close `code` (`None`: it could not send one).
