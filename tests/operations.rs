@@ -443,3 +443,29 @@ async fn in_a_cluster_the_rate_limit_holds_for_the_whole_cluster() {
     );
     assert!(accepted >= 5, "accepted {accepted}");
 }
+
+#[tokio::test]
+async fn in_a_cluster_ready_is_503_while_redis_is_unreachable_and_redis_link_up_says_so() {
+    let mut redis = RedisServer::start();
+    let mut config = test_config();
+    config.cluster.redis_url = Some(redis.url());
+    config.cluster.node_id = Some("ready-node".to_string());
+    let node = Node::start(config, true).await;
+    wait_until("the node is ready once its link is up", || async {
+        common::probe(node.addr, "/ready").await == Some(200)
+    })
+    .await;
+    assert_eq!(sample(&node.scrape().await, "crier_redis_link_up"), 1.0);
+    redis.stop();
+    wait_until("/ready turns 503 without Redis", || async {
+        common::probe(node.addr, "/ready").await == Some(503)
+    })
+    .await;
+    assert_eq!(sample(&node.scrape().await, "crier_redis_link_up"), 0.0);
+    assert_eq!(common::probe(node.addr, "/up").await, Some(200));
+    redis.restart();
+    wait_until("/ready is 200 again once Redis is back", || async {
+        common::probe(node.addr, "/ready").await == Some(200)
+    })
+    .await;
+}
