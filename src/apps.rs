@@ -86,15 +86,17 @@ impl App {
         }
     }
 
-    /// This app with new settings, keeping its run-time state. Settings fixed when the
-    /// app was built (subscription counts, webhook targets) keep their old values.
-    fn reconfigured(&self, config: AppConfig) -> App {
+    /// This app with new settings, keeping its run-time state; `webhooks` are its hooks for
+    /// the new settings' targets. Whether subscribers get subscription counts is fixed when
+    /// the app is first built.
+    fn reconfigured(&self, config: AppConfig, webhooks: Option<Arc<AppWebhooks>>) -> App {
+        self.registry.set_webhooks(webhooks.clone());
         App {
             config,
             registry: self.registry.clone(),
             users: self.users.clone(),
             cluster: self.cluster.clone(),
-            webhooks: self.webhooks.clone(),
+            webhooks,
             metrics: self.metrics.clone(),
             rate_windows: self.rate_windows.clone(),
             connections: self.connections.clone(),
@@ -234,7 +236,15 @@ impl AppStore {
                 Some(app) if app.config == *config => app.clone(),
                 Some(app) => {
                     reloaded.changed.push(config.id.clone());
-                    Arc::new(app.reconfigured(config.clone()))
+                    let hooks = if app.config.webhooks == config.webhooks
+                        && app.config.key == config.key
+                        && app.config.secret == config.secret
+                    {
+                        app.webhooks.clone()
+                    } else {
+                        self.builder.hooks(config, app.cluster.as_ref())
+                    };
+                    Arc::new(app.reconfigured(config.clone(), hooks))
                 }
                 None => {
                     reloaded.added.push(config.id.clone());
@@ -248,12 +258,27 @@ impl AppStore {
             .filter(|id| !configs.iter().any(|c| &c.id == *id))
             .cloned()
             .collect();
+        if let Some(taps) = &self.builder.taps {
+            taps.reconfigure(configs);
+        } else if configs.iter().any(|c| !c.webhooks.is_empty()) {
+            tracing::warn!(
+                "webhooks: this server started without webhook targets; targets added by a reload take effect after a restart"
+            );
+        }
         *self.current.write() = Arc::new(Lookup::of(apps.into_iter()));
         reloaded
     }
 }
 
 impl Builder {
+    fn hooks(
+        &self,
+        config: &AppConfig,
+        cluster: Option<&ClusterChannels>,
+    ) -> Option<Arc<AppWebhooks>> {
+        self.taps.as_ref().and_then(|t| t.for_app(config, cluster))
+    }
+
     fn app(&self, config: AppConfig) -> App {
         App::build(
             config,

@@ -1226,3 +1226,54 @@ async fn the_receiver_accepts_only_signed_well_formed_webhooks() {
         receiver.clear();
     }
 }
+
+#[tokio::test]
+async fn a_reload_sends_to_the_new_targets_from_then_on() {
+    let receiver = WebhookReceiver::start("reload-key", "reload-secret").await;
+    let config = |path: &str| {
+        format!(
+            r#"
+[server]
+metrics_port = 0
+
+[webhooks]
+batch_window_ms = 10
+
+[[apps]]
+id = "8"
+key = "reload-key"
+secret = "reload-secret"
+
+[[apps.webhooks]]
+url = "{}"
+event_types = ["channel_occupied"]
+"#,
+            receiver.url_with_path(path)
+        )
+    };
+    let file = TempFile::new(".toml", &config("/before"));
+    let path = file.0.to_string_lossy().to_string();
+    let crier = CrierProcess::start(&["--config", &path], &[]);
+    let first = fresh_channel("reload-first-");
+    let mut client = Client::connect_app(crier.addr, "reload-key", "reload-secret").await;
+    client.subscribe(&first).await;
+    receiver
+        .wait_for_event(
+            |e| e.path == "/before" && e.json == occupied(&first),
+            ARRIVAL,
+        )
+        .await;
+
+    std::fs::write(&file.0, config("/after")).expect("rewrite the config");
+    crier.reload().await;
+    let second = fresh_channel("reload-second-");
+    client.subscribe(&second).await;
+    receiver
+        .wait_for_event(
+            |e| e.path == "/after" && e.json == occupied(&second),
+            ARRIVAL,
+        )
+        .await;
+    let to_old = receiver.events_where(|e| e.path == "/before" && e.json == occupied(&second));
+    assert!(to_old.is_empty(), "{}", show(&to_old));
+}

@@ -124,8 +124,9 @@ pub struct Registry {
     /// In a cluster: channels whose local subscriber count may have changed since the link
     /// last wrote this node's counts to Redis.
     touched: Mutex<Vec<Arc<str>>>,
-    /// Told of occupancy, members, cache misses and counts, for the app's webhooks.
-    webhooks: Option<Arc<AppWebhooks>>,
+    /// Told of occupancy, members, cache misses and counts, for the app's webhooks; replaced
+    /// when a reload changes the app's targets.
+    webhooks: RwLock<Option<Arc<AppWebhooks>>>,
     /// Counts each broadcast's deliveries, once per broadcast.
     metrics: Arc<AppMetrics>,
 }
@@ -150,7 +151,7 @@ impl Registry {
             pending_counts: Mutex::new(Vec::new()),
             cluster,
             touched: Mutex::new(Vec::new()),
-            webhooks: None,
+            webhooks: RwLock::new(None),
             metrics: Arc::new(AppMetrics::detached("")),
         }
     }
@@ -175,15 +176,16 @@ impl Registry {
     }
 
     /// Signals the app's webhooks from now on.
-    pub fn set_webhooks(&mut self, webhooks: Option<Arc<AppWebhooks>>) {
-        self.webhooks = webhooks;
+    pub fn set_webhooks(&self, webhooks: Option<Arc<AppWebhooks>>) {
+        *self.webhooks.write() = webhooks;
     }
 
     /// Tells the webhooks what a change to `ch` did: whether the node's subscribers went from
     /// none to some (or back), whether a cache subscriber missed, and a non-presence
     /// channel's new count. Called under the shard lock, so a channel's signals keep order.
     fn notify(&self, ch: &Channel, channel: &str, before: usize, missed: bool) {
-        let Some(hooks) = &self.webhooks else {
+        let guard = self.webhooks.read();
+        let Some(hooks) = guard.as_ref() else {
             return;
         };
         let after = ch.subscribers.len();
@@ -203,7 +205,7 @@ impl Registry {
     }
 
     fn signal_occupancy(&self, channel: &str, occupied: bool) {
-        if let Some(hooks) = &self.webhooks {
+        if let Some(hooks) = self.webhooks.read().as_ref() {
             hooks.occupancy(&Arc::from(channel), occupied);
         }
     }
@@ -429,7 +431,7 @@ impl Registry {
         outbox.push(frame);
         let missed = cache && send_cached(ch, channel, outbox);
         self.notify(ch, channel, before, missed);
-        if new_member && let Some(hooks) = &self.webhooks {
+        if new_member && let Some(hooks) = self.webhooks.read().as_ref() {
             hooks.member(&key, &member.user_id, true);
         }
         PresenceJoin::Joined(key)
@@ -461,7 +463,7 @@ impl Registry {
         if let (Some(user_id), Some(members)) = (&sub.user_id, ch.members.as_mut())
             && members.leave(user_id)
         {
-            if let Some(hooks) = &self.webhooks {
+            if let Some(hooks) = self.webhooks.read().as_ref() {
                 hooks.member(&Arc::from(channel), user_id, false);
             }
             let removed = presence::member_removed_json(user_id);

@@ -81,6 +81,11 @@ impl Receiver {
         })
     }
 
+    /// Whether requests go out under this key and secret.
+    pub fn signs_as(&self, key: &str, secret: &str) -> bool {
+        self.app_key == key && self.app_secret == secret
+    }
+
     fn request(&self, body: &Bytes, signature: &str) -> Option<hyper::Request<Full<Bytes>>> {
         let mut builder = hyper::Request::post(self.uri.clone())
             .header(CONTENT_TYPE, "application/json")

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::RwLock;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::Stats;
@@ -24,8 +25,10 @@ struct TargetQueue {
 /// Routes events to the queues of the targets that take them.
 #[derive(Debug)]
 pub struct Dispatcher {
-    apps: HashMap<String, Vec<TargetQueue>>,
+    apps: RwLock<HashMap<String, Vec<TargetQueue>>>,
     stats: Arc<Stats>,
+    settings: Arc<WebhookSettings>,
+    client: HttpClient,
 }
 
 impl Dispatcher {
@@ -36,47 +39,76 @@ impl Dispatcher {
         settings: &WebhookSettings,
         stats: Arc<Stats>,
     ) -> Arc<Dispatcher> {
-        let settings = Arc::new(settings.clone());
-        let client = super::deliver::client();
-        let mut by_app = HashMap::new();
-        for app in apps.iter().filter(|a| !a.webhooks.is_empty()) {
-            let mut queues = Vec::new();
-            for target in &app.webhooks {
-                let Some(receiver) = Receiver::new(target.clone(), &app.key, &app.secret) else {
-                    tracing::error!("webhooks: cannot use target {}; skipped", target.url);
-                    continue;
-                };
-                let receiver = Arc::new(receiver);
-                let (tx, rx) = mpsc::channel(settings.queue_events);
-                tokio::spawn(work(
-                    receiver.clone(),
-                    rx,
-                    client.clone(),
-                    settings.clone(),
-                    stats.clone(),
-                ));
-                queues.push(TargetQueue { receiver, tx });
-            }
-            by_app.insert(app.id.clone(), queues);
-        }
-        Arc::new(Dispatcher {
-            apps: by_app,
+        let dispatcher = Dispatcher {
+            apps: RwLock::new(HashMap::new()),
             stats,
-        })
+            settings: Arc::new(settings.clone()),
+            client: super::deliver::client(),
+        };
+        dispatcher.reconfigure(apps);
+        Arc::new(dispatcher)
+    }
+
+    /// Takes the apps' targets as they are now: an app whose targets, key and secret are
+    /// unchanged keeps its queues; changed or new targets get new queues and workers; the
+    /// queues of removed ones are dropped, and their workers end once they have sent what
+    /// was queued.
+    pub fn reconfigure(&self, apps: &[AppConfig]) {
+        let mut current = self.apps.write();
+        let mut next = HashMap::new();
+        for app in apps.iter().filter(|a| !a.webhooks.is_empty()) {
+            let unchanged = current.get(&app.id).is_some_and(|queues| {
+                queues.len() == app.webhooks.len()
+                    && queues.iter().zip(&app.webhooks).all(|(q, t)| {
+                        q.receiver.target == *t && q.receiver.signs_as(&app.key, &app.secret)
+                    })
+            });
+            let queues = match current.remove(&app.id) {
+                Some(queues) if unchanged => queues,
+                _ => self.queues_for(app),
+            };
+            next.insert(app.id.clone(), queues);
+        }
+        *current = next;
+    }
+
+    fn queues_for(&self, app: &AppConfig) -> Vec<TargetQueue> {
+        let mut queues = Vec::new();
+        for target in &app.webhooks {
+            let Some(receiver) = Receiver::new(target.clone(), &app.key, &app.secret) else {
+                tracing::error!("webhooks: cannot use target {}; skipped", target.url);
+                continue;
+            };
+            let receiver = Arc::new(receiver);
+            let (tx, rx) = mpsc::channel(self.settings.queue_events);
+            tokio::spawn(work(
+                receiver.clone(),
+                rx,
+                self.client.clone(),
+                self.settings.clone(),
+                self.stats.clone(),
+            ));
+            queues.push(TargetQueue { receiver, tx });
+        }
+        queues
     }
 
     /// The kinds some target of `app_id` takes.
     pub fn kinds(&self, app_id: &str) -> KindSet {
-        self.apps.get(app_id).map_or(KindSet::default(), |queues| {
-            queues
-                .iter()
-                .fold(KindSet::default(), |k, q| k.union(q.receiver.target.kinds))
-        })
+        self.apps
+            .read()
+            .get(app_id)
+            .map_or(KindSet::default(), |queues| {
+                queues
+                    .iter()
+                    .fold(KindSet::default(), |k, q| k.union(q.receiver.target.kinds))
+            })
     }
 
     /// Whether some target of `app_id` takes `kind` on `channel`.
     pub fn takes(&self, app_id: &str, kind: WebhookKind, channel: &str) -> bool {
         self.apps
+            .read()
             .get(app_id)
             .is_some_and(|qs| qs.iter().any(|q| q.receiver.target.takes(kind, channel)))
     }
@@ -84,7 +116,8 @@ impl Dispatcher {
     /// Queues `event` for every target of `app_id` that takes it. Never waits: a full queue
     /// (its receiver far behind) drops the event for that target, logged and counted.
     pub fn submit(&self, app_id: &str, event: WebhookEvent) {
-        let Some(queues) = self.apps.get(app_id) else {
+        let apps = self.apps.read();
+        let Some(queues) = apps.get(app_id) else {
             return;
         };
         for queue in queues

@@ -114,6 +114,7 @@ pub struct Taps {
     tx: mpsc::Sender<AppSignal>,
     clustered: bool,
     pub stats: Arc<Stats>,
+    dispatcher: Arc<Dispatcher>,
 }
 
 impl Taps {
@@ -132,12 +133,17 @@ impl Taps {
         let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
         match cluster {
             None => {
-                tokio::spawn(local::run(rx, dispatcher, config.webhooks.clone(), stop));
+                tokio::spawn(local::run(
+                    rx,
+                    dispatcher.clone(),
+                    config.webhooks.clone(),
+                    stop,
+                ));
             }
             Some(cluster) => {
                 let ctx = queue::QueueContext {
                     cluster: cluster.clone(),
-                    dispatcher,
+                    dispatcher: dispatcher.clone(),
                     settings: config.webhooks.clone(),
                 };
                 tokio::spawn(queue::run(ctx, rx, stop));
@@ -147,7 +153,13 @@ impl Taps {
             tx,
             clustered: cluster.is_some(),
             stats,
+            dispatcher,
         })
+    }
+
+    /// Sends to the apps' targets as `apps` lists them from now on (a reload).
+    pub fn reconfigure(&self, apps: &[AppConfig]) {
+        self.dispatcher.reconfigure(apps);
     }
 
     /// The hooks of one app; `None` when it has no targets.

@@ -827,6 +827,25 @@ impl CrierProcess {
         std::fs::read_to_string(&self.log.0).unwrap_or_default()
     }
 
+    /// SIGHUP: the binary re-reads its configuration; returns once its log says so.
+    pub async fn reload(&self) {
+        let before = self.log_text().matches("apps reloaded").count();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.log_text().matches("apps reloaded").count() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reload logged within 10 s:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `kill -9`: the node dies like a crashed machine.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
