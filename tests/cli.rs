@@ -4,27 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use common::Client;
-
-const BIN: &str = env!("CARGO_BIN_EXE_crier");
-
-/// A command for the binary with no inherited `CRIER_*` variables.
-fn crier() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CRIER_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+use common::binary::{Running, crier, run_to_exit};
 
 /// A config file in the temp directory, removed on drop.
 struct TempConfig(PathBuf);
@@ -44,36 +30,6 @@ impl Drop for TempConfig {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-/// Runs the binary to completion (at most 10 s); returns exit code and stdout+stderr.
-fn run_to_exit(cmd: &mut Command) -> (Option<i32>, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start crier");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for crier") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("crier did not exit within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut output = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        out.read_to_string(&mut output).expect("read stdout");
-    }
-    if let Some(mut err) = child.stderr.take() {
-        err.read_to_string(&mut output).expect("read stderr");
-    }
-    (status.code(), output)
 }
 
 fn assert_config_error(cmd: &mut Command, must_mention: &str) {
@@ -224,142 +180,6 @@ fn bad_new_settings_exit_2_naming_the_setting() {
         crier().env("CRIER_MAX_HTTP_CONNECTIONS", "0"),
         "server.max_http_connections",
     );
-}
-
-/// A running binary, killed on drop.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(cmd: &mut Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start crier");
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout");
-        let err = child.stderr.take().expect("stderr");
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx2.send(line);
-            }
-        });
-        Running { child, lines }
-    }
-
-    /// Waits for `listening on HOST:PORT` and returns the address.
-    fn listening_addr(&self) -> SocketAddr {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(at) = line.find("listening on ") {
-                        let rest = line[at + "listening on ".len()..].trim();
-                        let addr = rest.split_whitespace().next().unwrap_or("");
-                        return addr
-                            .parse()
-                            .unwrap_or_else(|_| panic!("cannot parse the address in {line:?}"));
-                    }
-                    seen.push(line);
-                }
-                Err(_) => panic!("no `listening on` line within 10 s; output: {seen:?}"),
-            }
-        }
-    }
-
-    /// Every line still to come, until the binary closes stdout and stderr (at most 10 s).
-    fn remaining_lines(&self) -> Vec<String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut lines = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => lines.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("output still open after 10 s: {lines:?}")
-                }
-            }
-        }
-    }
-
-    /// Waits (at most 10 s) for an output line containing `needle`, and returns it.
-    fn wait_for_line(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!("no line with {needle:?} within 10 s; output: {seen:?}"),
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits up to `within` for the child's exit code.
-    fn terminate_wait(&mut self, within: Duration) -> Option<i32> {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for crier") {
-                return status.code();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "crier still running after {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends SIGTERM to this child (by its pid) and waits up to `within` for its exit code.
-    fn terminate(&mut self, within: Duration) -> Option<i32> {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for crier") {
-                return status.code();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "crier still running {within:?} after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]
@@ -591,7 +411,7 @@ async fn sigterm_drains_ready_turns_503_and_a_second_sigterm_closes_the_rest() {
     for mut client in clients {
         client.expect_close(4200, Duration::from_secs(10)).await;
     }
-    let code = tokio::task::spawn_blocking(move || running.terminate_wait(Duration::from_secs(10)))
+    let code = tokio::task::spawn_blocking(move || running.wait_exit(Duration::from_secs(10)))
         .await
         .expect("wait");
     assert_eq!(code, Some(0));

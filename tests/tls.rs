@@ -5,15 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::binary::{self, run_to_exit};
 use common::{APP_KEY, Api, ApiResponse, RECV_TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
@@ -27,8 +26,6 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-
-const BIN: &str = env!("CARGO_BIN_EXE_crier");
 
 // ---------------------------------------------------------------------------------------------
 // Certificates
@@ -116,13 +113,9 @@ impl Drop for TempDir {
 // The binary
 // ---------------------------------------------------------------------------------------------
 
+/// The binary on a free loopback port.
 fn crier() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CRIER_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = binary::crier();
     cmd.args(["--host", "127.0.0.1", "--port", "0"]);
     cmd
 }
@@ -134,104 +127,36 @@ fn with_tls<'a>(cmd: &'a mut Command, dir: &TempDir) -> &'a mut Command {
         .arg(dir.key())
 }
 
-/// A running binary and its output lines (stdout and stderr), killed on drop.
+/// The binary serving TLS, and its address.
 struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+    process: binary::Running,
     addr: SocketAddr,
 }
 
 impl Running {
     fn start(cmd: &mut Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start crier");
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout");
-        let err = child.stderr.take().expect("stderr");
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx2.send(line);
-            }
-        });
-        let mut running = Running {
-            child,
-            lines,
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        };
-        let line = running.wait_for_line("listening on ");
+        let process = binary::Running::start(cmd);
+        let line = process.wait_for_line("listening on ");
         assert!(
             line.contains("WebSocket wss://"),
             "the startup line must show wss://: {line}"
         );
         let rest = &line[line.find("listening on ").unwrap_or(0) + "listening on ".len()..];
-        running.addr = rest
+        let addr = rest
             .split_whitespace()
             .next()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("cannot parse the address in {line:?}"));
-        running
+        Running { process, addr }
     }
 
-    /// Waits up to 10 s for an output line containing `needle` and returns it.
     fn wait_for_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!("no line with {needle:?} within 10 s; output: {seen:?}"),
-            }
-        }
+        self.process.wait_for_line(needle)
     }
 
     fn hangup(&self) {
-        let status = Command::new("kill")
-            .arg("-HUP")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -HUP failed");
+        self.process.signal("HUP");
     }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs the binary to its exit (at most 10 s): exit code and all output.
-fn run_to_exit(cmd: &mut Command) -> (Option<i32>, String) {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start crier");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("crier should exit within 10 s")
-        .expect("crier output");
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.code(), text)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 //! watched for [`QUIET`]. Each test file uses a different subset of these helpers.
 #![allow(dead_code)] // each test binary compiles this module and uses only part of it
 
+pub mod binary;
 pub mod redis_server;
 pub mod webhook_receiver;
 
