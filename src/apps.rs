@@ -262,7 +262,7 @@ impl AppStore {
             taps.reconfigure(configs);
         } else if configs.iter().any(|c| !c.webhooks.is_empty()) {
             tracing::warn!(
-                "webhooks: this server started without webhook targets; targets added by a reload take effect after a restart"
+                "webhooks: this cluster node started without webhook targets; targets added by a reload take effect after a restart"
             );
         }
         *self.current.write() = Arc::new(Lookup::of(apps.into_iter()));

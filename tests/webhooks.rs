@@ -1277,3 +1277,27 @@ event_types = ["channel_occupied"]
     let to_old = receiver.events_where(|e| e.path == "/before" && e.json == occupied(&second));
     assert!(to_old.is_empty(), "{}", show(&to_old));
 }
+
+#[tokio::test]
+async fn a_reload_gives_a_node_started_without_targets_its_first_one() {
+    let receiver = WebhookReceiver::start("first-key", "first-secret").await;
+    let app = "[server]\nmetrics_port = 0\n\n[[apps]]\nid = \"9\"\nkey = \"first-key\"\nsecret = \"first-secret\"\n";
+    let file = TempFile::new(".toml", app);
+    let path = file.0.to_string_lossy().to_string();
+    let crier = CrierProcess::start(&["--config", &path], &[]);
+    let with_target = format!(
+        "{app}\n[[apps.webhooks]]\nurl = \"{}\"\nevent_types = [\"channel_occupied\"]\n",
+        receiver.url_with_path("/first")
+    );
+    std::fs::write(&file.0, with_target).expect("rewrite the config");
+    crier.reload().await;
+    let channel = fresh_channel("first-target-");
+    let mut client = Client::connect_app(crier.addr, "first-key", "first-secret").await;
+    client.subscribe(&channel).await;
+    receiver
+        .wait_for_event(
+            |e| e.path == "/first" && e.json == occupied(&channel),
+            ARRIVAL,
+        )
+        .await;
+}

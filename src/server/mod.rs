@@ -39,7 +39,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::apps::{App, AppStore};
+use crate::apps::AppStore;
 use crate::channels::registry::COUNT_INTERVAL;
 use crate::cluster::Cluster;
 use crate::cluster::link::{self, LinkContext};
@@ -212,13 +212,10 @@ pub async fn serve_with_tls(
         tokio::spawn(tls::reload_on_sighup(tls.clone(), ctx.shutdown.clone())?);
     }
 
-    for app in ctx
-        .apps
-        .all()
-        .filter(|a| a.config.subscription_count_events)
-    {
-        tokio::spawn(flush_subscription_counts(app.clone(), ctx.shutdown.clone()));
-    }
+    tokio::spawn(flush_subscription_counts(
+        ctx.apps.clone(),
+        ctx.shutdown.clone(),
+    ));
 
     let mut spare = Spare::new();
     let mut last_warning: Option<Instant> = None;
@@ -286,12 +283,17 @@ pub async fn serve_with_tls(
     Ok(())
 }
 
-/// Sends the subscription counts the registry held back to respect the once-a-second pace.
-async fn flush_subscription_counts(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+/// Sends the subscription counts the registries held back to respect the once-a-second pace,
+/// for the apps that send counts (those a reload adds included).
+async fn flush_subscription_counts(apps: AppStore, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(COUNT_INTERVAL / 4);
     loop {
         tokio::select! {
-            _ = tick.tick() => app.registry.flush_counts(),
+            _ = tick.tick() => {
+                for app in apps.all().filter(|a| a.config.subscription_count_events) {
+                    app.registry.flush_counts();
+                }
+            }
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -118,14 +118,16 @@ pub struct Taps {
 }
 
 impl Taps {
-    /// Starts the pipeline when some app has webhook targets: the dispatcher's workers, and
-    /// the local task (single node) or the Redis queue task (cluster). `None` otherwise.
+    /// Starts the pipeline: the dispatcher's workers, and the local task (single node) or the
+    /// Redis queue task (cluster). A single node always starts it (idle, it costs one waiting
+    /// task), so a reload can add the first target; a cluster node only when some app has
+    /// targets, since its queue task reads Redis. `None` when not started.
     pub fn start(
         config: &Config,
         cluster: Option<&Arc<Cluster>>,
         stop: watch::Receiver<bool>,
     ) -> Option<Taps> {
-        if config.apps.iter().all(|a| a.webhooks.is_empty()) {
+        if cluster.is_some() && config.apps.iter().all(|a| a.webhooks.is_empty()) {
             return None;
         }
         let stats = Arc::new(Stats::default());
