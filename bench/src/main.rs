@@ -3,6 +3,7 @@
 //! It speaks the Pusher protocol v7 and the signed HTTP API like any client and imports
 //! nothing from the server it measures. See BENCHMARKS.md for the method.
 
+mod compare;
 mod conn;
 mod coord;
 mod floor;
@@ -139,6 +140,8 @@ pub(crate) enum Cmd {
     Cluster(ClusterArgs),
     /// N connections, then SIGTERM to --server-pid: closes per 100 ms (the drain's curve).
     Drain(DrainArgs),
+    /// One scenario against several servers, runs alternating, the floor measured each round.
+    Compare(CompareArgs),
     #[command(name = "__worker", hide = true)]
     Worker { spec: String },
 }
@@ -245,6 +248,27 @@ pub(crate) struct ChurnArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub(crate) struct CompareArgs {
+    /// NAME=COMMAND, at least twice; the command (run by `sh`) must listen on `{port}`, e.g.
+    /// `crier=target/release/crier --host 127.0.0.1 --port {port} --metrics-port 0`.
+    #[arg(long, required = true)]
+    pub(crate) server: Vec<String>,
+    /// Rounds; each runs every server once (order alternating) after measuring the floor.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) runs: usize,
+    /// The figure to compare: a dot path into the scenario's JSON result.
+    #[arg(long, default_value = "cpu.server_cpu_us_per_delivery_schedstat")]
+    pub(crate) metric: String,
+    #[arg(long, default_value_t = 9_000)]
+    pub(crate) floor_sockets: usize,
+    #[arg(long, default_value_t = 300_000)]
+    pub(crate) floor_writes: u64,
+    /// The scenario and its options, after `--` (global options such as --app-id go here too).
+    #[arg(last = true)]
+    pub(crate) scenario: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
 pub(crate) struct DrainArgs {
     #[arg(long, short = 'n', default_value_t = 10_000)]
     pub(crate) connections: usize,
@@ -320,6 +344,9 @@ fn main() {
     if let Cmd::Worker { spec } = &cli.cmd {
         worker::run(spec);
         return;
+    }
+    if let Cmd::Compare(a) = &cli.cmd {
+        std::process::exit(compare::run(a));
     }
     let code = scenarios::run(cli);
     std::process::exit(code);

@@ -189,7 +189,7 @@ pub(crate) fn run(cli: Cli) -> i32 {
         Cmd::Floor(_) => "floor",
         Cmd::Cluster(_) => "cluster",
         Cmd::Drain(_) => "drain",
-        Cmd::Worker { .. } => unreachable!(),
+        Cmd::Compare(_) | Cmd::Worker { .. } => unreachable!(),
     };
     let mut out = Out::new(scenario);
     let c = match ctx(&cli.g) {
@@ -240,7 +240,7 @@ pub(crate) fn run(cli: Cli) -> i32 {
                 Cmd::Floor(a) => crate::floor::run(a, &mut out),
                 Cmd::Cluster(a) => cluster::cluster(&c, a, &mut out).await,
                 Cmd::Drain(a) => drain::drain(&c, a, &mut out).await,
-                Cmd::Worker { .. } => unreachable!(),
+                Cmd::Compare(_) | Cmd::Worker { .. } => unreachable!(),
             }
         };
         match tokio::time::timeout(limit, fut).await {
