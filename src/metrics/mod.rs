@@ -28,7 +28,7 @@ use prometheus_client::registry::Registry;
 use spread::Spread;
 use timing::Timing;
 
-/// The HTTP API's routes, as the `route` label names them.
+/// The HTTP API's routes, as the `route` label names them; the API counts by index.
 pub const ROUTES: [&str; 6] = [
     "events",
     "batch_events",
@@ -214,15 +214,16 @@ impl AppMetrics {
         }
     }
 
-    /// An HTTP API request on `route` (one of [`ROUTES`]) was answered with `status`.
-    pub fn http_request(&self, route: &'static str, status: u16, took: Duration) {
-        let at = ROUTES.iter().position(|r| *r == route);
-        if let Some(i) = at {
-            self.http_latency[i].observe(took);
-            if status == 200 {
-                self.http_ok[i].inc();
-                return;
-            }
+    /// An HTTP API request on route `at` (an index into [`ROUTES`]) was answered with
+    /// `status`.
+    pub fn http_request(&self, at: usize, status: u16, took: Duration) {
+        let Some(route) = ROUTES.get(at).copied() else {
+            return;
+        };
+        self.http_latency[at].observe(took);
+        if status == 200 {
+            self.http_ok[at].inc();
+            return;
         }
         if let Some(family) = &self.http_requests {
             family
@@ -235,8 +236,8 @@ impl AppMetrics {
         }
     }
 
-    pub fn rate_limited(&self, route: &'static str) {
-        if let Some(family) = &self.rate_limited {
+    pub fn rate_limited(&self, at: usize) {
+        if let (Some(family), Some(route)) = (&self.rate_limited, ROUTES.get(at).copied()) {
             family
                 .get_or_create(&RouteLabels {
                     app: self.app.clone(),
