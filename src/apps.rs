@@ -16,6 +16,7 @@ use parking_lot::RwLock;
 use crate::channels::{Registry, Users};
 use crate::cluster::{Cluster, ClusterChannels};
 use crate::config::AppConfig;
+use crate::console::Console;
 use crate::metrics::{AppMetrics, Families};
 use crate::webhooks::{AppWebhooks, Taps};
 
@@ -30,6 +31,8 @@ pub struct App {
     /// The app's webhooks, when it has targets.
     pub webhooks: Option<Arc<AppWebhooks>>,
     pub metrics: Arc<AppMetrics>,
+    /// The debug console's viewers of this app.
+    pub console: Arc<Console>,
     /// This node's HTTP API rate-limit windows.
     pub rate_windows: Arc<crate::http_api::rate_limit::Windows>,
     connections: Arc<AtomicUsize>,
@@ -73,8 +76,11 @@ impl App {
             None => AppMetrics::detached(&config.id),
         });
         registry.set_metrics(metrics.clone());
+        let console = Arc::new(Console::new(cluster.clone()));
+        registry.set_console(console.clone());
         App {
             metrics,
+            console,
             rate_windows: Default::default(),
             registry: Arc::new(registry),
             users: Arc::new(Users::new(cluster.clone())),
@@ -98,6 +104,7 @@ impl App {
             cluster: self.cluster.clone(),
             webhooks,
             metrics: self.metrics.clone(),
+            console: self.console.clone(),
             rate_windows: self.rate_windows.clone(),
             connections: self.connections.clone(),
             remote_connections: self.remote_connections.clone(),
@@ -121,6 +128,12 @@ impl App {
 
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// The other nodes' connections to this app, as last read (cluster only, and only for
+    /// apps with `max_connections` or a console open).
+    pub fn remote_connection_count(&self) -> usize {
+        self.remote_connections.load(Ordering::Relaxed)
     }
 
     /// The other nodes' connections to this app (cluster only).

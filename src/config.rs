@@ -87,6 +87,9 @@ pub struct ServerSettings {
     pub tls_key: Option<PathBuf>,
     /// On SIGTERM, the time over which open connections are closed (with 4200) in waves.
     pub drain: Duration,
+    /// Turns the debug console (`/console`) on; the console asks for it (or for one app's
+    /// secret, which shows that app only). `None`: the console is off.
+    pub console_token: Option<String>,
 }
 
 /// One tenant: its credentials and limits.
@@ -158,6 +161,7 @@ impl Default for ServerSettings {
             tls_cert: None,
             tls_key: None,
             drain: Duration::from_secs(10),
+            console_token: None,
         }
     }
 }
@@ -408,6 +412,8 @@ pub struct ServerOverrides {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub drain_secs: Option<u64>,
+    /// Empty turns the console off.
+    pub console_token: Option<String>,
 }
 
 /// One app's settings as a file, the environment or flags state them; `None` leaves a value
@@ -502,6 +508,9 @@ impl ServerOverrides {
             s.tls_key = (!path.as_os_str().is_empty()).then(|| path.clone());
         }
         set_secs(&mut s.drain, self.drain_secs);
+        if let Some(token) = &self.console_token {
+            s.console_token = (!token.is_empty()).then(|| token.clone());
+        }
         Ok(())
     }
 }

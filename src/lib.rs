@@ -21,6 +21,7 @@
 //! - [`cluster`]: several nodes joined through Redis (interest routing, the Redis link).
 //! - [`server`]: the accept loop, HTTP routing and the shutdown sequence.
 //! - [`webhooks`]: occupancy, membership and client events sent to the apps' backends.
+//! - [`console`]: the debug console page (`/console`) and its live stream of an app's traffic.
 //! - [`metrics`]: Prometheus counters and the metrics listener (`/metrics`, `/up`, `/ready`).
 //!
 //! The modules are public so the integration tests and the embedding API can reach them;
@@ -30,6 +31,7 @@ pub mod apps;
 pub mod channels;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod http_api;
 pub mod metrics;
 pub mod protocol;

@@ -83,6 +83,9 @@ struct Cli {
     /// Seconds over which SIGTERM closes open connections, in waves (default 10).
     #[arg(long, env = "CRIER_DRAIN_SECS")]
     drain_secs: Option<u64>,
+    /// Turns the debug console on at /console, which asks for this token.
+    #[arg(long, env = "CRIER_CONSOLE_TOKEN")]
+    console_token: Option<String>,
     /// Id of the first (default) app.
     #[arg(long, env = "CRIER_APP_ID")]
     app_id: Option<String>,
@@ -190,6 +193,7 @@ impl Cli {
                 tls_cert: self.tls_cert.clone(),
                 tls_key: self.tls_key.clone(),
                 drain_secs: self.drain_secs,
+                console_token: self.console_token.clone(),
             },
             app: AppOverrides {
                 id: self.app_id.clone(),

@@ -30,6 +30,7 @@ use super::presence::{self, Member, Members};
 use super::replica::{Applied, Replica, WaitingMember};
 use crate::cluster::ClusterChannels;
 use crate::cluster::wire::MemberEvent;
+use crate::console::Console;
 use crate::metrics::AppMetrics;
 use crate::protocol::encode;
 use crate::protocol::encode::Event;
@@ -129,6 +130,8 @@ pub struct Registry {
     webhooks: RwLock<Option<Arc<AppWebhooks>>>,
     /// Counts each broadcast's deliveries, once per broadcast.
     metrics: Arc<AppMetrics>,
+    /// Told of presence members joining and leaving while a console is open.
+    console: Arc<Console>,
 }
 
 impl Default for Registry {
@@ -153,7 +156,13 @@ impl Registry {
             touched: Mutex::new(Vec::new()),
             webhooks: RwLock::new(None),
             metrics: Arc::new(AppMetrics::detached("")),
+            console: Arc::default(),
         }
+    }
+
+    /// Reports presence members to `console` from now on.
+    pub fn set_console(&mut self, console: Arc<Console>) {
+        self.console = console;
     }
 
     /// Counts deliveries into `metrics` from now on.
@@ -431,8 +440,11 @@ impl Registry {
         outbox.push(frame);
         let missed = cache && send_cached(ch, channel, outbox);
         self.notify(ch, channel, before, missed);
-        if new_member && let Some(hooks) = self.webhooks.read().as_ref() {
-            hooks.member(&key, &member.user_id, true);
+        if new_member {
+            if let Some(hooks) = self.webhooks.read().as_ref() {
+                hooks.member(&key, &member.user_id, true);
+            }
+            self.console_member(channel, &member.user_id, true);
         }
         PresenceJoin::Joined(key)
     }
@@ -466,6 +478,7 @@ impl Registry {
             if let Some(hooks) = self.webhooks.read().as_ref() {
                 hooks.member(&Arc::from(channel), user_id, false);
             }
+            self.console_member(channel, user_id, false);
             let removed = presence::member_removed_json(user_id);
             let frame = Event::new("pusher_internal:member_removed")
                 .channel(channel)
@@ -556,6 +569,7 @@ impl Registry {
                     self.signal_occupancy(&key, true);
                 }
                 cluster.presence_join(channel, &member.user_id, info, max_members);
+                self.console_member(channel, &member.user_id, true);
             }
         }
         if let Some(replica) = ch.replica.as_mut() {
@@ -635,6 +649,22 @@ impl Registry {
             }
         } else {
             cluster.presence_leave(channel, user);
+            self.console_member(channel, user, false);
+        }
+    }
+
+    /// A user's first socket (on this node) joined a presence channel, or its last left.
+    fn console_member(&self, channel: &str, user_id: &str, added: bool) {
+        if self.console.is_open() {
+            let kind = if added {
+                "member_added"
+            } else {
+                "member_removed"
+            };
+            self.console.record(
+                kind,
+                serde_json::json!({ "channel": channel, "user_id": user_id }),
+            );
         }
     }
 

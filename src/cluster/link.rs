@@ -860,7 +860,7 @@ async fn share_connection_counts(
     let limited: Vec<_> = ctx
         .apps
         .all()
-        .filter(|a| a.config.max_connections.is_some())
+        .filter(|a| a.config.max_connections.is_some() || a.console.is_open())
         .collect();
     if limited.is_empty() {
         return Ok(());
@@ -891,6 +891,50 @@ async fn share_connection_counts(
             pipe.query_async(conn).await?
         };
         app.set_remote_connections(counts.into_iter().flatten().sum());
+    }
+    Ok(())
+}
+
+/// How long a node's announcement of a console viewer lasts unless renewed (each second).
+const CONSOLE_LEASE: Duration = Duration::from_secs(5);
+
+/// Announces the apps this node's console viewers watch, and learns which apps other nodes'
+/// viewers watch, so this node sends them its console lines (see `console`). One sorted set,
+/// `{prefix}:consoles`, holds `{node}` newline `{app}` members scored by expiry: with no console open
+/// anywhere this costs each node one read a second.
+async fn share_console_watch(
+    ctx: &LinkContext,
+    conn: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    let cluster = &ctx.cluster;
+    let key = format!("{}:consoles", cluster.prefix);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut pipe = redis::pipe();
+    for app in ctx.apps.all().filter(|a| a.console.watched_here()) {
+        pipe.cmd("ZADD")
+            .arg(&key)
+            .arg(now + CONSOLE_LEASE.as_millis() as u64)
+            .arg(format!("{}\n{}", cluster.node_id, app.config.id))
+            .ignore();
+    }
+    pipe.cmd("ZREMRANGEBYSCORE")
+        .arg(&key)
+        .arg("-inf")
+        .arg(now)
+        .ignore();
+    pipe.cmd("ZRANGE").arg(&key).arg(0).arg(-1);
+    let (members,): (Vec<String>,) = pipe.query_async(conn).await?;
+    let watched: std::collections::HashSet<&str> = members
+        .iter()
+        .filter_map(|m| m.split_once('\n'))
+        .filter(|(node, _)| *node != &*cluster.node_id)
+        .map(|(_, app)| app)
+        .collect();
+    for app in ctx.apps.all() {
+        app.console
+            .set_remote_watched(watched.contains(app.config.id.as_str()));
     }
     Ok(())
 }
@@ -946,6 +990,7 @@ async fn lease_round(
             "this node's lease lapsed; asserting its state anew",
         )));
     }
+    share_console_watch(ctx, conn).await?;
     let nodes: Vec<String> = redis::cmd("SMEMBERS")
         .arg(format!("{}:nodes", ctx.cluster.prefix))
         .query_async(conn)
@@ -1064,6 +1109,15 @@ fn deliver(ctx: &LinkContext, key: &str, payload: &[u8]) {
         }
     {
         app.users.cluster_status(watched, online, false);
+        return;
+    }
+    if channel == crate::console::CLUSTER_CHANNEL {
+        let payload = Bytes::copy_from_slice(payload);
+        if let Some(line) = wire::decode(&payload)
+            && line.origin != &*ctx.cluster.node_id
+        {
+            app.console.relay(&line.frame);
+        }
         return;
     }
     let user = channel.strip_prefix(USER_CHANNEL_PREFIX);

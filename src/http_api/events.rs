@@ -91,6 +91,16 @@ pub fn trigger(
     })
 }
 
+/// Publishes one event given as `POST /events` takes it, for a caller that has already
+/// authorized the request some other way (the debug console).
+pub fn publish_json(app: &App, body: &[u8], socket_ids: &SocketIds) -> Result<(), ApiError> {
+    let body: EventBody =
+        serde_json::from_slice(body).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
+    let event = prepare(app, body, socket_ids, true)?;
+    publish(app, &event);
+    Ok(())
+}
+
 /// How many events a batch body holds (0 when it is not a batch: it is refused later).
 pub fn batch_len(body: &[u8]) -> u64 {
     #[derive(Deserialize)]
@@ -276,6 +286,14 @@ fn prepare<'a>(
 }
 
 fn publish(app: &App, event: &Prepared<'_>) {
+    if app.console.is_open() {
+        app.console.api_event(serde_json::json!({
+            "channels": event.channels,
+            "event": event.name,
+            "data": data_text(event.data),
+            "socket_id": event.except_id,
+        }));
+    }
     for ch in &event.channels {
         let frame = Event::new(&event.name)
             .channel(ch)

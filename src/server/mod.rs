@@ -44,6 +44,7 @@ use crate::channels::registry::COUNT_INTERVAL;
 use crate::cluster::Cluster;
 use crate::cluster::link::{self, LinkContext};
 use crate::config::{Config, ServerSettings};
+use crate::console;
 use crate::http_api;
 use crate::metrics::Families;
 use crate::metrics::collector::Gauges;
@@ -154,6 +155,9 @@ pub async fn serve_with_tls(
         taps.as_ref(),
         Some(&families),
     );
+    if let Some(taps) = &taps {
+        taps.attach(&apps);
+    }
     let health = Arc::new(Health::new(cluster.as_ref().map(|(c, _)| c.clone())));
     if config.server.metrics_port != 0 {
         let registry = listener::registry(
@@ -277,6 +281,9 @@ pub async fn serve_with_tls(
     }
     ctx.health.start_draining();
     ctx.live.close_all(drain::request());
+    for app in ctx.apps.all() {
+        app.console.close_all();
+    }
     let _ = stop_tx.send(true);
     drop(ctx);
     let _ = tokio::time::timeout(grace, all_done.recv()).await;
@@ -458,12 +465,16 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     }
 }
 
+/// Every answer is whole except the console's live stream.
+type Body = http_body_util::Either<Full<Bytes>, console::viewer::Stream>;
+
 async fn route(
     req: Request<Incoming>,
     peer_ip: std::net::IpAddr,
     mut ip_ticket: Option<Arc<IpTicket>>,
     ctx: &Arc<ServerContext>,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
+    use http_body_util::Either;
     if ctx.client_ips.is_limited() && ctx.client_ips.is_trusted(peer_ip) {
         let client = ctx.client_ips.forwarded_client(peer_ip, req.headers());
         match ctx.client_ips.admit(client) {
@@ -473,10 +484,24 @@ async fn route(
                     "Too many connections from {}: the limit is {}",
                     over.ip, over.limit
                 ))
-                .into_response();
+                .into_response()
+                .map(Either::Left);
             }
         }
     }
+    if console::http::is_console_path(req.uri().path())
+        && !fastwebsockets::upgrade::is_upgrade_request(&req)
+    {
+        return console::http::handle(req, ctx).await;
+    }
+    route_whole(req, ip_ticket, ctx).await.map(Either::Left)
+}
+
+async fn route_whole(
+    req: Request<Incoming>,
+    ip_ticket: Option<Arc<IpTicket>>,
+    ctx: &Arc<ServerContext>,
+) -> Response<Full<Bytes>> {
     if fastwebsockets::upgrade::is_upgrade_request(&req) {
         if ctx.health.is_draining() {
             return http_api::error::ApiError::Unavailable(

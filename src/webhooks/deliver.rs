@@ -1,6 +1,7 @@
 //! Sending one webhook request: signed once, posted with a deadline, retried with
 //! exponential backoff until a 2xx or until `retry_for` after the webhook was created.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,8 +12,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use serde_json::json;
+
 use super::Stats;
 use super::settings::{WebhookSettings, WebhookTarget};
+use crate::console::Console;
 use crate::protocol::auth::sign_bytes;
 
 /// The HTTP(S) client every webhook request goes through; it keeps connections alive per
@@ -51,6 +55,7 @@ pub fn client() -> HttpClient {
 /// A target with what signing its requests needs.
 #[derive(Debug)]
 pub struct Receiver {
+    pub app_id: String,
     pub target: WebhookTarget,
     pub uri: hyper::Uri,
     pub app_key: String,
@@ -60,7 +65,12 @@ pub struct Receiver {
 
 impl Receiver {
     /// `None` when the target's URL or headers do not parse (the configuration checks them).
-    pub fn new(target: WebhookTarget, app_key: &str, app_secret: &str) -> Option<Receiver> {
+    pub fn new(
+        app_id: &str,
+        target: WebhookTarget,
+        app_key: &str,
+        app_secret: &str,
+    ) -> Option<Receiver> {
         let uri = target.url.parse().ok()?;
         let headers = target
             .headers
@@ -73,6 +83,7 @@ impl Receiver {
             })
             .collect::<Option<Vec<_>>>()?;
         Some(Receiver {
+            app_id: app_id.to_string(),
             target,
             uri,
             app_key: app_key.to_string(),
@@ -104,7 +115,8 @@ impl Receiver {
 
 /// How one attempt ended.
 enum Attempt {
-    Delivered,
+    /// With the receiver's status.
+    Delivered(u16),
     Failed(String),
 }
 
@@ -138,15 +150,44 @@ async fn attempt(
     })
     .await;
     match answered {
-        Ok(Ok(status)) if status.is_success() => Attempt::Delivered,
+        Ok(Ok(status)) if status.is_success() => Attempt::Delivered(status.as_u16()),
         Ok(Ok(status)) => Attempt::Failed(format!("answered {status}")),
         Ok(Err(reason)) => Attempt::Failed(reason),
         Err(_) => Attempt::Failed(format!("no answer within {timeout:?}")),
     }
 }
 
+/// Where a delivery's outcome is reported: the app's console, with the events' names.
+pub struct Report {
+    pub console: Arc<Console>,
+    pub events: Vec<&'static str>,
+}
+
+impl Report {
+    fn sent(&self, url: &str, status: u16) {
+        self.console.record(
+            "webhook_sent",
+            json!({ "url": url, "events": self.events, "status": status }),
+        );
+    }
+
+    fn failed(&self, url: &str, error: &str, attempt: u32, gave_up: bool) {
+        self.console.record(
+            "webhook_failed",
+            json!({
+                "url": url,
+                "events": self.events,
+                "error": error,
+                "attempt": attempt,
+                "gave_up": gave_up,
+            }),
+        );
+    }
+}
+
 /// Delivers `body` (created at `time_ms`) to `receiver`: retried with backoff until a 2xx or
-/// until `retry_for` after `time_ms`. Returns whether it was delivered.
+/// until `retry_for` after `time_ms`. Returns whether it was delivered. Each attempt's outcome
+/// goes to `report`, when given.
 pub async fn deliver(
     client: &HttpClient,
     receiver: &Receiver,
@@ -154,6 +195,7 @@ pub async fn deliver(
     stats: &Stats,
     body: Bytes,
     time_ms: u64,
+    report: Option<Report>,
 ) -> bool {
     let signature = sign_bytes(&receiver.app_secret, &body);
     let give_up_at = time_ms.saturating_add(settings.retry_for.as_millis() as u64);
@@ -162,15 +204,22 @@ pub async fn deliver(
     loop {
         attempts += 1;
         let reason = match attempt(client, receiver, &body, &signature, settings.timeout).await {
-            Attempt::Delivered => {
+            Attempt::Delivered(status) => {
                 Stats::add(&stats.delivered, 1);
+                if let Some(report) = &report {
+                    report.sent(&receiver.target.url, status);
+                }
                 return true;
             }
             Attempt::Failed(reason) => reason,
         };
         Stats::add(&stats.failed_attempts, 1);
         let now = super::now_ms();
-        if now.saturating_add(pause.as_millis() as u64) > give_up_at {
+        let give_up = now.saturating_add(pause.as_millis() as u64) > give_up_at;
+        if let Some(report) = &report {
+            report.failed(&receiver.target.url, &reason, attempts, give_up);
+        }
+        if give_up {
             Stats::add(&stats.given_up, 1);
             tracing::warn!(
                 "webhook to {} given up after {attempts} attempt(s) over {:.1} s (last: {reason}); {} given up so far",

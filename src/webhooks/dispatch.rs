@@ -4,16 +4,17 @@
 //! batch to a delivery task; at most `concurrency` of those run per target.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::Stats;
-use super::deliver::{HttpClient, Receiver, deliver};
+use super::deliver::{HttpClient, Receiver, Report, deliver};
 use super::event::{WebhookEvent, body};
 use super::settings::{KindSet, WebhookKind, WebhookSettings};
+use crate::apps::AppStore;
 use crate::config::AppConfig;
 
 #[derive(Debug)]
@@ -26,6 +27,8 @@ struct TargetQueue {
 #[derive(Debug)]
 pub struct Dispatcher {
     apps: RwLock<HashMap<String, Vec<TargetQueue>>>,
+    /// The server's apps, for their consoles (set once the apps are built).
+    store: Arc<OnceLock<AppStore>>,
     stats: Arc<Stats>,
     settings: Arc<WebhookSettings>,
     client: HttpClient,
@@ -41,6 +44,7 @@ impl Dispatcher {
     ) -> Arc<Dispatcher> {
         let dispatcher = Dispatcher {
             apps: RwLock::new(HashMap::new()),
+            store: Arc::default(),
             stats,
             settings: Arc::new(settings.clone()),
             client: super::deliver::client(),
@@ -75,7 +79,8 @@ impl Dispatcher {
     fn queues_for(&self, app: &AppConfig) -> Vec<TargetQueue> {
         let mut queues = Vec::new();
         for target in &app.webhooks {
-            let Some(receiver) = Receiver::new(target.clone(), &app.key, &app.secret) else {
+            let Some(receiver) = Receiver::new(&app.id, target.clone(), &app.key, &app.secret)
+            else {
                 tracing::error!("webhooks: cannot use target {}; skipped", target.url);
                 continue;
             };
@@ -83,6 +88,7 @@ impl Dispatcher {
             let (tx, rx) = mpsc::channel(self.settings.queue_events);
             tokio::spawn(work(
                 receiver.clone(),
+                self.store.clone(),
                 rx,
                 self.client.clone(),
                 self.settings.clone(),
@@ -91,6 +97,11 @@ impl Dispatcher {
             queues.push(TargetQueue { receiver, tx });
         }
         queues
+    }
+
+    /// Reports deliveries to the consoles of `apps` from now on.
+    pub fn attach(&self, apps: &AppStore) {
+        let _ = self.store.set(apps.clone());
     }
 
     /// The kinds some target of `app_id` takes.
@@ -148,6 +159,7 @@ impl Dispatcher {
 /// One target's worker: batches and hands batches to delivery tasks.
 async fn work(
     receiver: Arc<Receiver>,
+    store: Arc<OnceLock<AppStore>>,
     mut rx: mpsc::Receiver<WebhookEvent>,
     client: HttpClient,
     settings: Arc<WebhookSettings>,
@@ -182,10 +194,18 @@ async fn work(
             settings.clone(),
             stats.clone(),
         );
+        let report = store
+            .get()
+            .and_then(|apps| apps.by_id(&receiver.app_id))
+            .filter(|app| app.console.is_open())
+            .map(|app| Report {
+                console: app.console.clone(),
+                events: events.iter().map(|e| e.kind.name()).collect(),
+            });
         tokio::spawn(async move {
             let time_ms = events.iter().map(|e| e.time_ms).min().unwrap_or(0);
             let body = Bytes::from(body(&events));
-            deliver(&client, &receiver, &settings, &stats, body, time_ms).await;
+            deliver(&client, &receiver, &settings, &stats, body, time_ms, report).await;
             // The events (and their stream entries' acknowledgements) go only now.
             drop(events);
             drop(permit);

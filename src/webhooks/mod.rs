@@ -159,6 +159,11 @@ impl Taps {
         })
     }
 
+    /// Reports deliveries to the consoles of `apps` (the server's apps, once built).
+    pub fn attach(&self, apps: &crate::apps::AppStore) {
+        self.dispatcher.attach(apps);
+    }
+
     /// Sends to the apps' targets as `apps` lists them from now on (a reload).
     pub fn reconfigure(&self, apps: &[AppConfig]) {
         self.dispatcher.reconfigure(apps);

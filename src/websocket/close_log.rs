@@ -14,7 +14,8 @@ const PER_SECOND: u64 = 20;
 static WINDOW: AtomicU64 = AtomicU64::new(0);
 static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
 
-fn meaning(code: u16) -> &'static str {
+/// What a close code means, in a few words (empty for codes without a story).
+pub fn meaning(code: u16) -> &'static str {
     match code {
         codes::OVER_CAPACITY => "slow reader: its outbox overflowed",
         codes::PONG_NOT_RECEIVED => "no pong in time",

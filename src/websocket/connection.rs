@@ -58,10 +58,11 @@ pub async fn run<S: Transport>(
     early_bytes: Bytes,
     slot: ConnectionSlot,
     socket_id: SocketId,
+    origin: Option<Box<str>>,
     settings: Arc<ConnectionSettings>,
     live: &Arc<LiveConnections>,
 ) {
-    let mut conn = Connection::open(stream, early_bytes, slot, socket_id, settings, live);
+    let mut conn = Connection::open(stream, early_bytes, slot, socket_id, origin, settings, live);
     let timer = sleep_until(conn.next_wake());
     tokio::pin!(timer);
     poll_fn(|cx| conn.poll(cx, timer.as_mut())).await;
@@ -69,6 +70,16 @@ pub async fn run<S: Transport>(
     let app = conn._slot.app();
     app.metrics.closed(conn.closing);
     close_log::closed(&app.config.id, conn.session.socket_id(), conn.closing);
+    if app.console.is_open() {
+        app.console.record(
+            "connection_closed",
+            serde_json::json!({
+                "socket_id": conn.session.socket_id().to_string(),
+                "code": conn.closing,
+                "reason": conn.closing.map_or("connection lost", close_log::meaning),
+            }),
+        );
+    }
 }
 
 struct Connection<S> {
@@ -109,12 +120,19 @@ impl<S: Transport> Connection<S> {
         early_bytes: Bytes,
         slot: ConnectionSlot,
         socket_id: SocketId,
+        origin: Option<Box<str>>,
         settings: Arc<ConnectionSettings>,
         live: &Arc<LiveConnections>,
     ) -> Self {
         let outbox = Arc::new(Outbox::new(settings.outbox_limit_bytes));
         let app = slot.app().clone();
         app.metrics.opened.inc();
+        if app.console.is_open() {
+            app.console.record(
+                "connection_opened",
+                serde_json::json!({ "socket_id": socket_id.to_string(), "origin": origin }),
+            );
+        }
         let session = Session::new(app.clone(), socket_id, outbox.clone());
         session.greet(settings.keepalive.activity_timeout);
         let heard = Instant::now();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::apps::App;
@@ -242,7 +243,26 @@ impl Session {
     }
 
     fn subscribe(&mut self, s: Subscribe) {
-        if let Err(refusal) = self.try_subscribe(&s) {
+        let result = self.try_subscribe(&s);
+        let console = &self.app.console;
+        if console.is_open() {
+            match &result {
+                Ok(()) => console.record(
+                    "subscribed",
+                    json!({ "socket_id": self.socket_id.to_string(), "channel": s.channel }),
+                ),
+                Err(refusal) => console.record(
+                    "subscription_refused",
+                    json!({
+                        "socket_id": self.socket_id.to_string(),
+                        "channel": s.channel,
+                        "status": refusal.status,
+                        "reason": refusal.error,
+                    }),
+                ),
+            }
+        }
+        if let Err(refusal) = result {
             self.send(encode::subscription_error_frame(
                 &s.channel,
                 refusal.kind,
@@ -519,12 +539,24 @@ impl Session {
     fn unsubscribe(&mut self, channel: &str) {
         if self.subscriptions.remove(channel).is_some() {
             self.app.registry.unsubscribe(channel, self.socket_id.conn);
+            if self.app.console.is_open() {
+                self.app.console.record(
+                    "unsubscribed",
+                    json!({ "socket_id": self.socket_id.to_string(), "channel": channel }),
+                );
+            }
         }
     }
 
     fn reject_client_event(&mut self, code: Option<u16>, message: &str) {
         self.app.metrics.client_events_rejected.inc();
         self.error(code, message);
+        if self.app.console.is_open() {
+            self.app.console.record(
+                "error",
+                json!({ "socket_id": self.socket_id.to_string(), "code": code, "message": message }),
+            );
+        }
     }
 
     fn client_event(&mut self, event: &str, channel: &str, data: &RawValue) {
@@ -588,6 +620,18 @@ impl Session {
             .publish(channel, &frame, Some(self.socket_id.conn));
         if let Some(cluster) = &self.app.cluster {
             cluster.publish(channel, Some(&self.socket_id.to_string()), &frame);
+        }
+        if self.app.console.is_open() {
+            self.app.console.record(
+                "client_event",
+                json!({
+                    "socket_id": self.socket_id.to_string(),
+                    "channel": channel,
+                    "event": event,
+                    "data": data.get(),
+                    "user_id": user_id.as_deref(),
+                }),
+            );
         }
         if let Some(hooks) = &self.app.webhooks {
             hooks.client_event(channel, event, data, self.socket_id.to_string(), user_id);

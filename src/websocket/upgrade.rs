@@ -25,8 +25,12 @@ use crate::server::client_ips::IpTicket;
 /// The verdict on an upgrade request.
 #[derive(Debug)]
 pub enum Admission {
-    Accept(ConnectionSlot),
-    Refuse { code: u16, message: String },
+    /// The slot, and the request's origin when the app's console is open (to report it).
+    Accept(ConnectionSlot, Option<Box<str>>),
+    Refuse {
+        code: u16,
+        message: String,
+    },
 }
 
 fn refuse(code: u16, message: impl Into<String>) -> Admission {
@@ -84,7 +88,14 @@ pub fn admit<B>(req: &Request<B>, apps: &AppStore) -> Admission {
         );
     }
     match app.try_connect() {
-        Some(slot) => Admission::Accept(slot),
+        Some(slot) => {
+            let origin = app
+                .console
+                .is_open()
+                .then(|| origin.map(Box::from))
+                .flatten();
+            Admission::Accept(slot, origin)
+        }
         None => refuse(
             codes::OVER_CONNECTION_QUOTA,
             "Application is over connection quota",
@@ -203,10 +214,19 @@ fn spawn_websocket<G: Send + 'static>(
         // Written out rather than through `serve_upgraded`: an `async fn` keeps its arguments
         // beside its locals, and every idle connection would pay for them.
         match admission {
-            Admission::Accept(slot) => {
+            Admission::Accept(slot, origin) => {
                 let settings = ctx.connection_settings.clone();
                 let socket_id = ctx.socket_ids.next();
-                connection::run(stream, parts.read_buf, slot, socket_id, settings, &ctx.live).await;
+                connection::run(
+                    stream,
+                    parts.read_buf,
+                    slot,
+                    socket_id,
+                    origin,
+                    settings,
+                    &ctx.live,
+                )
+                .await;
             }
             // Boxed: this future is larger than a connection's, and the task is sized for
             // the larger of the two for as long as the connection lives.
@@ -231,10 +251,19 @@ fn serve_tls(
     Ok(Box::pin(async move {
         let stream = parts.io.into_inner();
         match admission {
-            Admission::Accept(slot) => {
+            Admission::Accept(slot, origin) => {
                 let settings = ctx.connection_settings.clone();
                 let socket_id = ctx.socket_ids.next();
-                connection::run(stream, parts.read_buf, slot, socket_id, settings, &ctx.live).await;
+                connection::run(
+                    stream,
+                    parts.read_buf,
+                    slot,
+                    socket_id,
+                    origin,
+                    settings,
+                    &ctx.live,
+                )
+                .await;
             }
             Admission::Refuse { code, message } => send_refusal(stream, code, &message).await,
         }
