@@ -28,7 +28,9 @@
 //! the supported embedding surface is [`serve`] and the configuration types.
 
 pub mod apps;
+pub mod authorizer;
 pub mod channels;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod console;

@@ -1,0 +1,1 @@
+//! A signed Pusher HTTP API client (work in progress).
