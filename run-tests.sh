@@ -16,7 +16,7 @@ fi
 command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required by the cluster tests"; exit 1; }
 
 echo "== cargo build --release"
-cargo build --release --workspace --locked
+cargo build --release --workspace --locked --bins --examples
 echo "== cargo test --release (unit + integration tests)"
 cargo test --release --workspace --locked
 echo "== compatibility suite (real client libraries and a browser)"

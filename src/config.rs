@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::protocol::limits;
 use crate::webhooks::settings::{WebhookEntry, WebhookOverrides, WebhookSettings, WebhookTarget};
 
 /// Everything the server needs to run: where to listen, global limits, and the apps it hosts.
@@ -177,10 +178,10 @@ impl Default for AppConfig {
             max_connections: None,
             client_events_per_second: 10,
             max_presence_members: 100,
-            max_presence_user_info_bytes: 1024,
-            max_event_payload_bytes: 100 * 1024,
-            max_event_channels: 100,
-            max_batch_events: 10,
+            max_presence_user_info_bytes: limits::MAX_PRESENCE_USER_INFO_BYTES,
+            max_event_payload_bytes: limits::MAX_EVENT_PAYLOAD_BYTES,
+            max_event_channels: limits::MAX_EVENT_CHANNELS,
+            max_batch_events: limits::MAX_BATCH_EVENTS,
             allowed_origins: Vec::new(),
             require_signin: false,
             signin_timeout: Duration::from_secs(30),

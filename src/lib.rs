@@ -29,6 +29,7 @@
 
 pub mod apps;
 pub mod authorizer;
+pub mod broadcast;
 pub mod channels;
 pub mod client;
 pub mod cluster;
@@ -42,4 +43,5 @@ pub mod webhooks;
 pub mod websocket;
 
 pub use config::{AppConfig, ClusterSettings, Config, ConfigError, Overrides, ServerSettings};
+pub use server::builder::{RunningServer, Server, ServerBuilder, StartError};
 pub use server::serve;

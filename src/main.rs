@@ -440,7 +440,9 @@ async fn run(config: Config, reload: Reload) -> Result<(), Failure> {
     // Before binding, so that a bad certificate never leaves a port briefly open.
     let tls = crier::server::tls::from_settings(&config.server)
         .map_err(|e| Failure::Start(e.to_string()))?;
-    let listener = listen(host, port).await.map_err(cannot_listen)?;
+    let listener = crier::server::listen(host, port)
+        .await
+        .map_err(cannot_listen)?;
     let local = listener.local_addr().map_err(cannot_listen)?;
     let (stops, stopped) = tokio::sync::mpsc::channel(2);
     let signals = forward_signals(stops, reload);
@@ -459,37 +461,6 @@ async fn run(config: Config, reload: Reload) -> Result<(), Failure> {
         .map_err(Failure::Serve)?;
     println!("crier stopped");
     Ok(())
-}
-
-/// Pending connections the kernel queues for accept. Tokio's default of 128 drops SYNs when
-/// hundreds of clients connect at once (every pusher-js client reconnects together after a
-/// restart), and a dropped SYN costs the client a 1 s retransmit.
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// Resolves `host` (a name, an IPv4 or an IPv6 address, bracketed or not) and listens on its
-/// first address.
-async fn listen(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListener> {
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let resolved = tokio::net::lookup_host((host, port))
-        .await?
-        .next()
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "the host name resolves to no address",
-            )
-        })?;
-    let socket = if resolved.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(resolved)?;
-    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Re-reads the configuration (file, environment, flags) for a SIGHUP.

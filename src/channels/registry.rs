@@ -889,6 +889,15 @@ impl Registry {
         })
     }
 
+    /// The connections subscribed to `channel` on this node.
+    pub fn subscriber_conns(&self, channel: &str) -> Vec<ConnId> {
+        let shard = self.shard(channel).read();
+        shard
+            .get(channel)
+            .map(|ch| ch.subscribers.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Counts for an occupied channel; `None` when nobody is subscribed.
     pub fn stats(&self, channel: &str) -> Option<ChannelStats> {
         let shard = self.shard(channel).read();

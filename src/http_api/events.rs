@@ -15,10 +15,8 @@ use super::error::ApiError;
 use crate::apps::App;
 use crate::protocol::channel::{self, ChannelKind};
 use crate::protocol::encode::Event;
+use crate::protocol::limits::MAX_EVENT_NAME_LEN;
 use crate::protocol::socket_id::{ConnId, SocketId, SocketIds};
-
-/// Longest event name accepted, as the server SDKs enforce.
-pub const MAX_EVENT_NAME_LEN: usize = 200;
 
 /// Borrowed from the request body wherever no unescaping is needed.
 #[derive(Debug, Deserialize)]
@@ -115,32 +113,7 @@ pub fn batch(
     socket_ids: &SocketIds,
     counts: &Counts,
 ) -> Result<String, ApiError> {
-    let body: BatchBody =
-        serde_json::from_slice(&req.body).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
-    let limit = req.app.config.max_batch_events;
-    if body.batch.len() > limit {
-        return Err(bad(format!(
-            "Cannot batch-send more than {limit} events at once; got {}",
-            body.batch.len()
-        )));
-    }
-    let events = body
-        .batch
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| {
-            prepare(&req.app, e, socket_ids, false).map_err(|err| match err {
-                ApiError::BadRequest(m) => bad(format!("batch[{i}]: {m}")),
-                ApiError::PayloadTooLarge(m) => {
-                    ApiError::PayloadTooLarge(format!("batch[{i}]: {m}"))
-                }
-                other => other,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    for event in &events {
-        publish(&req.app, event);
-    }
+    let events = publish_batch(&req.app, &req.body, socket_ids)?;
     if events.iter().all(|e| e.info.is_none()) {
         return Ok("{}".to_string());
     }
@@ -157,6 +130,47 @@ pub fn batch(
         })
         .collect();
     Ok(serde_json::json!({ "batch": items }).to_string())
+}
+
+/// Validates every event of a `POST /batch_events` body, then publishes them all; for a
+/// caller that has already authorized the request some other way (the embedded
+/// broadcaster).
+pub fn publish_batch_json(app: &App, body: &[u8], socket_ids: &SocketIds) -> Result<(), ApiError> {
+    publish_batch(app, body, socket_ids).map(|_| ())
+}
+
+fn publish_batch<'a>(
+    app: &App,
+    body: &'a [u8],
+    socket_ids: &SocketIds,
+) -> Result<Vec<Prepared<'a>>, ApiError> {
+    let body: BatchBody =
+        serde_json::from_slice(body).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
+    let limit = app.config.max_batch_events;
+    if body.batch.len() > limit {
+        return Err(bad(format!(
+            "Cannot batch-send more than {limit} events at once; got {}",
+            body.batch.len()
+        )));
+    }
+    let events = body
+        .batch
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            prepare(app, e, socket_ids, false).map_err(|err| match err {
+                ApiError::BadRequest(m) => bad(format!("batch[{i}]: {m}")),
+                ApiError::PayloadTooLarge(m) => {
+                    ApiError::PayloadTooLarge(format!("batch[{i}]: {m}"))
+                }
+                other => other,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for event in &events {
+        publish(app, event);
+    }
+    Ok(events)
 }
 
 fn prepare<'a>(

@@ -7,6 +7,8 @@ pub mod channel;
 pub mod clip;
 pub mod codes;
 pub mod encode;
+pub mod limits;
+pub mod member_data;
 pub mod messages;
 pub mod query;
 pub mod socket_id;

@@ -17,6 +17,7 @@
 //! and within `http_timeout`, holding its HTTP-phase place meanwhile; then it is served
 //! exactly as a plain one.
 
+pub mod builder;
 pub mod client_ips;
 pub mod descriptors;
 pub mod drain;
@@ -62,6 +63,37 @@ use tls::TlsCertificates;
 /// Largest request head (request line and headers) a client may send; hyper's own minimum
 /// is 8 KiB. Legitimate requests are a few hundred bytes.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// Pending connections the kernel queues for accept. Tokio's default of 128 drops SYNs when
+/// hundreds of clients connect at once (every pusher-js client reconnects together after a
+/// restart), and a dropped SYN costs the client a 1 s retransmit.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Resolves `host` (a name, an IPv4 or an IPv6 address, bracketed or not) and listens on its
+/// first address.
+pub async fn listen(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let resolved = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the host name resolves to no address",
+            )
+        })?;
+    let socket = if resolved.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(resolved)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// What request handlers and connections share.
 #[derive(Debug)]
@@ -134,7 +166,25 @@ pub async fn serve_with_tls(
     listener: TcpListener,
     config: Config,
     tls: Option<Arc<TlsCertificates>>,
+    stops: mpsc::Receiver<Control>,
+) -> std::io::Result<()> {
+    serve_inner(listener, config, tls, stops, None).await
+}
+
+/// What an embedding program gets once the server is up: its apps, and the node part of
+/// its socket ids.
+pub(crate) struct Started {
+    pub(crate) apps: AppStore,
+    pub(crate) socket_node: u32,
+}
+
+/// [`serve_with_tls`], telling `started` when the apps are built.
+pub(crate) async fn serve_inner(
+    listener: TcpListener,
+    config: Config,
+    tls: Option<Arc<TlsCertificates>>,
     mut stops: mpsc::Receiver<Control>,
+    started: Option<tokio::sync::oneshot::Sender<Started>>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tracker, mut all_done) = mpsc::channel::<()>(1);
@@ -210,6 +260,13 @@ pub async fn serve_with_tls(
             socket_node,
         };
         tokio::spawn(link::run(link, queues, ctx.shutdown.clone()));
+    }
+
+    if let Some(started) = started {
+        let _ = started.send(Started {
+            apps: ctx.apps.clone(),
+            socket_node,
+        });
     }
 
     if let Some(tls) = &tls {

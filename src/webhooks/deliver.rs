@@ -10,7 +10,7 @@ use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use serde_json::json;
 
@@ -46,7 +46,9 @@ pub fn client() -> HttpClient {
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_secs(4)));
     let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+    // Without a timer the pool drops idle connections only when it next looks at them.
     Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(16)
         .build(connector)

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -17,13 +16,10 @@ use crate::protocol::auth;
 use crate::protocol::channel::{self, ChannelKind};
 use crate::protocol::codes;
 use crate::protocol::encode::{self, Event};
+use crate::protocol::limits::{MAX_EVENT_NAME_LEN, MAX_WATCHLIST};
+use crate::protocol::member_data;
 use crate::protocol::messages::{self, ClientMessage, Subscribe};
 use crate::protocol::socket_id::SocketId;
-
-/// Longest event name accepted, as the server SDKs enforce.
-pub const MAX_EVENT_NAME_LEN: usize = 200;
-/// Longest presence user id (Pusher docs).
-pub const MAX_USER_ID_LEN: usize = 128;
 
 const CLIENT_EVENTS_DISABLED: &str =
     "To send client events, you must enable this feature in the Settings page of your dashboard.";
@@ -93,20 +89,6 @@ struct SignedIn {
     watchlist: Vec<Arc<str>>,
 }
 
-/// `user_data` of a sign-in.
-#[derive(Deserialize)]
-struct UserData<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    user_info: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    watchlist: Option<Vec<&'a RawValue>>,
-}
-
-/// Most users a sign-in may watch; the rest of a longer list is ignored (and reported).
-pub const MAX_WATCHLIST: usize = 100;
-
 /// A subscription held by this socket; presence ones remember the user they joined as.
 #[derive(Debug)]
 struct Held {
@@ -125,15 +107,6 @@ pub struct Session {
     /// Signed in, or subscribed to a private or presence channel: what an app that requires
     /// sign-in ("authorized connections") waits for.
     authorized: bool,
-}
-
-/// `channel_data` of a presence subscription.
-#[derive(Deserialize)]
-struct ChannelData<'a> {
-    #[serde(borrow)]
-    user_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    user_info: Option<&'a RawValue>,
 }
 
 /// A refused subscription: what goes into `pusher:subscription_error`.
@@ -392,39 +365,12 @@ impl Session {
                 "Presence channels need channel_data with a user_id, or a signed-in connection",
             )
         })?;
-        if !text.trim_start().starts_with('{') {
-            return Err(Refusal::bad_request("channel_data must be a JSON object"));
-        }
-        let data: ChannelData<'_> = serde_json::from_str(text)
-            .map_err(|e| Refusal::bad_request(format!("channel_data is not a JSON object: {e}")))?;
-        let raw_id = data
-            .user_id
-            .ok_or_else(|| Refusal::bad_request("channel_data has no user_id"))?;
-        let user_id = normalise_user_id(raw_id).ok_or_else(|| {
-            Refusal::bad_request("user_id must be a non-empty string or a number")
-        })?;
-        if user_id.len() > MAX_USER_ID_LEN {
-            return Err(Refusal::bad_request(format!(
-                "user_id is longer than {MAX_USER_ID_LEN} characters"
-            )));
-        }
-        let info = match data.user_info {
-            None => None,
-            Some(raw) if raw.get() == "null" => None,
-            Some(raw) => {
-                let limit = self.app.config.max_presence_user_info_bytes;
-                if raw.get().len() > limit {
-                    return Err(Refusal::bad_request(format!(
-                        "user_info is {} bytes; the limit is {limit} bytes",
-                        raw.get().len()
-                    )));
-                }
-                Some(Arc::from(raw.to_owned()))
-            }
-        };
+        let member =
+            member_data::channel_member(text, self.app.config.max_presence_user_info_bytes)
+                .map_err(Refusal::bad_request)?;
         Ok(Member {
-            user_id: Arc::from(user_id),
-            info,
+            user_id: Arc::from(member.user_id),
+            info: member.user_info.map(|raw| Arc::from(raw.to_owned())),
         })
     }
 
@@ -471,16 +417,8 @@ impl Session {
                 cfg.key
             ));
         }
-        if !user_data.trim_start().starts_with('{') {
-            return Err("user_data must be a JSON object".to_string());
-        }
-        let data: UserData<'_> = serde_json::from_str(user_data)
-            .map_err(|e| format!("user_data is not valid JSON: {e}"))?;
-        let id = data
-            .id
-            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-            .filter(|id| !id.is_empty())
-            .ok_or("user_data must contain an \"id\" that is a non-empty string")?;
+        let data = member_data::signed_in_user(user_data)?;
+        let id = data.id;
         if let Some(current) = &self.user {
             if *current.id != *id {
                 return Err(format!(
@@ -491,19 +429,10 @@ impl Session {
             self.send_signin_success(user_data);
             return Ok(());
         }
-        let info = data
-            .user_info
-            .filter(|raw| raw.get() != "null")
-            .map(|raw| Arc::from(raw.to_owned()));
-        let listed = data.watchlist.unwrap_or_default();
-        let over_limit = listed.len() > MAX_WATCHLIST;
+        let info = data.user_info.map(|raw| Arc::from(raw.to_owned()));
+        let over_limit = data.watchlist_over;
         let watchlist: Vec<Arc<str>> = if cfg.watchlist_events {
-            listed
-                .iter()
-                .take(MAX_WATCHLIST)
-                .filter_map(|raw| normalise_user_id(raw))
-                .map(Arc::from)
-                .collect()
+            data.watchlist.into_iter().map(Arc::from).collect()
         } else {
             Vec::new()
         };
@@ -651,19 +580,6 @@ impl Session {
     }
 }
 
-/// A presence `user_id` as the decimal or plain string every later message uses.
-fn normalise_user_id(raw: &RawValue) -> Option<String> {
-    let text = raw.get();
-    if text.starts_with('"') {
-        let s: String = serde_json::from_str(text).ok()?;
-        (!s.is_empty()).then_some(s)
-    } else if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !text.is_empty() {
-        Some(text.to_string())
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,15 +674,5 @@ mod tests {
         let got = sent(&o).await;
         assert_eq!(got.len(), 1, "sender never gets its own event: {got:?}");
         assert_eq!(got[0]["data"]["code"], 4301);
-    }
-
-    #[test]
-    fn user_id_normalisation() {
-        let raw = |s: &str| RawValue::from_string(s.to_string()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(normalise_user_id(&raw("10")), Some("10".to_string()));
-        assert_eq!(normalise_user_id(&raw("\"abc\"")), Some("abc".to_string()));
-        assert_eq!(normalise_user_id(&raw("\"\"")), None);
-        assert_eq!(normalise_user_id(&raw("{}")), None);
-        assert_eq!(normalise_user_id(&raw("1.5")), None);
     }
 }
