@@ -22,7 +22,7 @@ use crate::webhooks::{AppWebhooks, Taps};
 
 /// One app at run time.
 #[derive(Debug)]
-pub struct App {
+pub(crate) struct App {
     pub config: AppConfig,
     pub registry: Arc<Registry>,
     pub users: Arc<Users>,
@@ -42,23 +42,25 @@ pub struct App {
 
 /// Holds one of an app's connection slots; the slot is released on drop.
 #[derive(Debug)]
-pub struct ConnectionSlot {
+pub(crate) struct ConnectionSlot {
     app: Arc<App>,
 }
 
 impl App {
-    pub fn new(config: AppConfig) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(config: AppConfig) -> Self {
         App::in_cluster(config, None)
     }
 
     /// An app whose channels are shared with the other nodes of `cluster`.
-    pub fn in_cluster(config: AppConfig, cluster: Option<&Arc<Cluster>>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn in_cluster(config: AppConfig, cluster: Option<&Arc<Cluster>>) -> Self {
         App::build(config, cluster, None, None)
     }
 
     /// An app in `cluster` (if any), signalling its webhooks through `taps` (if any) and
     /// counting into `families` (if any).
-    pub fn build(
+    pub(crate) fn build(
         config: AppConfig,
         cluster: Option<&Arc<Cluster>>,
         taps: Option<&Taps>,
@@ -112,7 +114,7 @@ impl App {
     }
 
     /// Takes a connection slot unless the app is at its `max_connections`.
-    pub fn try_connect(self: &Arc<Self>) -> Option<ConnectionSlot> {
+    pub(crate) fn try_connect(self: &Arc<Self>) -> Option<ConnectionSlot> {
         let limit = self
             .config
             .max_connections
@@ -126,24 +128,24 @@ impl App {
             .map(|_| ConnectionSlot { app: self.clone() })
     }
 
-    pub fn connection_count(&self) -> usize {
+    pub(crate) fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Acquire)
     }
 
     /// The other nodes' connections to this app, as last read (cluster only, and only for
     /// apps with `max_connections` or a console open).
-    pub fn remote_connection_count(&self) -> usize {
+    pub(crate) fn remote_connection_count(&self) -> usize {
         self.remote_connections.load(Ordering::Relaxed)
     }
 
     /// The other nodes' connections to this app (cluster only).
-    pub fn set_remote_connections(&self, n: usize) {
+    pub(crate) fn set_remote_connections(&self, n: usize) {
         self.remote_connections.store(n, Ordering::Relaxed);
     }
 }
 
 impl ConnectionSlot {
-    pub fn app(&self) -> &Arc<App> {
+    pub(crate) fn app(&self) -> &Arc<App> {
         &self.app
     }
 }
@@ -157,7 +159,7 @@ impl Drop for ConnectionSlot {
 /// Lookup of apps by id and by key; cloning shares the same list, which
 /// [`AppStore::reload`] can replace.
 #[derive(Debug, Clone)]
-pub struct AppStore {
+pub(crate) struct AppStore {
     current: Arc<RwLock<Arc<Lookup>>>,
     builder: Arc<Builder>,
 }
@@ -189,22 +191,24 @@ struct Builder {
 
 /// What a reload changed, by app id.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Reloaded {
+pub(crate) struct Reloaded {
     pub added: Vec<String>,
     pub changed: Vec<String>,
     pub removed: Vec<String>,
 }
 
 impl AppStore {
-    pub fn new(apps: &[AppConfig]) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(apps: &[AppConfig]) -> Self {
         AppStore::in_cluster(apps, None)
     }
 
-    pub fn in_cluster(apps: &[AppConfig], cluster: Option<&Arc<Cluster>>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn in_cluster(apps: &[AppConfig], cluster: Option<&Arc<Cluster>>) -> Self {
         AppStore::build(apps, cluster, None, None)
     }
 
-    pub fn build(
+    pub(crate) fn build(
         apps: &[AppConfig],
         cluster: Option<&Arc<Cluster>>,
         taps: Option<&Taps>,
@@ -222,16 +226,16 @@ impl AppStore {
         }
     }
 
-    pub fn by_id(&self, id: &str) -> Option<Arc<App>> {
+    pub(crate) fn by_id(&self, id: &str) -> Option<Arc<App>> {
         self.current.read().by_id.get(id).cloned()
     }
 
-    pub fn by_key(&self, key: &str) -> Option<Arc<App>> {
+    pub(crate) fn by_key(&self, key: &str) -> Option<Arc<App>> {
         self.current.read().by_key.get(key).cloned()
     }
 
     /// The apps now.
-    pub fn all(&self) -> impl Iterator<Item = Arc<App>> + use<> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = Arc<App>> + use<> {
         let lookup = self.current.read().clone();
         let apps: Vec<Arc<App>> = lookup.by_id.values().cloned().collect();
         apps.into_iter()
@@ -240,7 +244,7 @@ impl AppStore {
     /// Replaces the list with `configs` (already validated): new ids are added, changed
     /// settings apply from now on, missing ids are removed (their open connections stay
     /// until they close).
-    pub fn reload(&self, configs: &[AppConfig]) -> Reloaded {
+    pub(crate) fn reload(&self, configs: &[AppConfig]) -> Reloaded {
         let old = self.current.read().clone();
         let mut reloaded = Reloaded::default();
         let apps: Vec<Arc<App>> = configs

@@ -16,14 +16,21 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::protocol::limits;
-use crate::webhooks::settings::{WebhookEntry, WebhookOverrides, WebhookSettings, WebhookTarget};
+pub use crate::webhooks::settings::{
+    EntryList, KindSet, WebhookEntry, WebhookFilter, WebhookKind, WebhookOverrides,
+    WebhookSettings, WebhookTarget, parse_json_targets,
+};
 
 /// Everything the server needs to run: where to listen, global limits, and the apps it hosts.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The listener, limits and timeouts of the server itself.
     pub server: ServerSettings,
+    /// The hosted apps (at least one).
     pub apps: Vec<AppConfig>,
+    /// Joining other nodes through Redis (off unless `redis_url` is set).
     pub cluster: ClusterSettings,
+    /// How webhooks are batched, retried and queued (targets are per app).
     pub webhooks: WebhookSettings,
 }
 
@@ -31,6 +38,7 @@ pub struct Config {
 /// needs no Redis.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
+    /// `redis://HOST:PORT[/DB]`: with it the server is a node of a cluster.
     pub redis_url: Option<String>,
     /// Prefix of every Redis key and channel: clusters with different prefixes can share one
     /// Redis without seeing each other.
@@ -52,7 +60,9 @@ impl Default for ClusterSettings {
 /// Settings that apply to the whole server, whatever the app.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
+    /// Address to listen on.
     pub host: String,
+    /// Port to listen on (0: any free port).
     pub port: u16,
     /// Sent to clients in `connection_established`; after this long without a frame from a
     /// client the server pings it.
@@ -81,10 +91,12 @@ pub struct ServerSettings {
     /// Where `GET /metrics` (and `/up`, `/ready`) listen apart from the main port; port 0
     /// turns that listener off.
     pub metrics_host: String,
+    /// Port of the metrics listener; 0 turns it off.
     pub metrics_port: u16,
     /// PEM certificate chain and private key: with both, the main port serves `wss://` and
     /// `https://` only.
     pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// On SIGTERM, the time over which open connections are closed (with 4200) in waves.
     pub drain: Duration,
@@ -96,19 +108,29 @@ pub struct ServerSettings {
 /// One tenant: its credentials and limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppConfig {
+    /// The app id of the HTTP API paths (`/apps/{id}/…`).
     pub id: String,
+    /// The public key clients connect with (`/app/{key}`).
     pub key: String,
+    /// Signs channel authorizations and HTTP API requests.
     pub secret: String,
+    /// A disabled app refuses connections (4003) and publishes (403).
     pub enabled: bool,
+    /// Whether clients may send `client-*` events.
     pub client_events: bool,
     /// Concurrent connections; `None` means unlimited.
     pub max_connections: Option<usize>,
     /// Client events a connection may send per second; 0 means unlimited.
     pub client_events_per_second: u32,
+    /// Members a presence channel may have.
     pub max_presence_members: usize,
+    /// Bytes of one member's `user_info`.
     pub max_presence_user_info_bytes: usize,
+    /// Bytes of an event's data (HTTP API and client events).
     pub max_event_payload_bytes: usize,
+    /// Channels one published event may go to.
     pub max_event_channels: usize,
+    /// Events one batch may carry.
     pub max_batch_events: usize,
     /// Origins allowed to open WebSockets; empty or `*` allows every origin. Entries may be
     /// `*.example.com` to allow a domain and its subdomains.
@@ -116,6 +138,7 @@ pub struct AppConfig {
     /// "Authorized connections": a socket must sign in (or subscribe to a private or
     /// presence channel) within `signin_timeout` or it is closed with 4009.
     pub require_signin: bool,
+    /// How long a connection has to sign in when `require_signin` is on.
     pub signin_timeout: Duration,
     /// Send `pusher_internal:subscription_count` to non-presence channels' subscribers.
     pub subscription_count_events: bool,
@@ -212,11 +235,26 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
     /// The file could not be read.
-    Read { path: String, reason: String },
+    Read {
+        /// The file.
+        path: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// The file is not valid TOML, or a value has the wrong type or an unknown name.
-    Parse { path: String, reason: String },
+    Parse {
+        /// The file.
+        path: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// A setting has a value that is out of range or inconsistent with another.
-    Invalid { setting: String, reason: String },
+    Invalid {
+        /// The setting, as the file names it (`apps[0].id`).
+        setting: String,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -371,8 +409,11 @@ struct FileConfig {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterOverrides {
+    /// `redis://HOST:PORT[/DB]`: with it the server is a node of a cluster.
     pub redis_url: Option<String>,
+    /// Replaces the setting of the same name (`prefix`); `None` keeps it.
     pub prefix: Option<String>,
+    /// Replaces the setting of the same name (`node_id`); `None` keeps it.
     pub node_id: Option<String>,
 }
 
@@ -393,25 +434,39 @@ impl ClusterOverrides {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerOverrides {
+    /// Replaces the setting of the same name (`host`); `None` keeps it.
     pub host: Option<String>,
+    /// Replaces the setting of the same name (`port`); `None` keeps it.
     pub port: Option<u16>,
+    /// Replaces the setting of the same name (`activity_timeout_secs`); `None` keeps it.
     pub activity_timeout_secs: Option<u64>,
+    /// Replaces the setting of the same name (`pong_timeout_secs`); `None` keeps it.
     pub pong_timeout_secs: Option<u64>,
+    /// Replaces the setting of the same name (`max_message_bytes`); `None` keeps it.
     pub max_message_bytes: Option<usize>,
+    /// Replaces the setting of the same name (`outbox_limit_bytes`); `None` keeps it.
     pub outbox_limit_bytes: Option<usize>,
+    /// Replaces the setting of the same name (`write_timeout_secs`); `None` keeps it.
     pub write_timeout_secs: Option<u64>,
+    /// Replaces the setting of the same name (`shutdown_timeout_secs`); `None` keeps it.
     pub shutdown_timeout_secs: Option<u64>,
+    /// Replaces the setting of the same name (`http_timeout_secs`); `None` keeps it.
     pub http_timeout_secs: Option<u64>,
+    /// Replaces the setting of the same name (`max_http_connections`); `None` keeps it.
     pub max_http_connections: Option<usize>,
     /// 0 means unlimited.
     pub max_connections_per_ip: Option<usize>,
     /// IP addresses or CIDR ranges; parsed (and checked) when applied.
     pub trusted_proxies: Option<Vec<String>>,
+    /// Replaces the setting of the same name (`metrics_host`); `None` keeps it.
     pub metrics_host: Option<String>,
     /// 0 turns the metrics listener off.
     pub metrics_port: Option<u16>,
+    /// Replaces the setting of the same name (`tls_cert`); `None` keeps it.
     pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Replaces the setting of the same name (`drain_secs`); `None` keeps it.
     pub drain_secs: Option<u64>,
     /// Empty turns the console off.
     pub console_token: Option<String>,
@@ -422,25 +477,43 @@ pub struct ServerOverrides {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppOverrides {
+    /// Replaces the setting of the same name (`id`); `None` keeps it.
     pub id: Option<String>,
+    /// Replaces the setting of the same name (`key`); `None` keeps it.
     pub key: Option<String>,
+    /// Replaces the setting of the same name (`secret`); `None` keeps it.
     pub secret: Option<String>,
+    /// Replaces the setting of the same name (`enabled`); `None` keeps it.
     pub enabled: Option<bool>,
+    /// Replaces the setting of the same name (`client_events`); `None` keeps it.
     pub client_events: Option<bool>,
     /// 0 means unlimited.
     pub max_connections: Option<usize>,
+    /// Replaces the setting of the same name (`client_events_per_second`); `None` keeps it.
     pub client_events_per_second: Option<u32>,
+    /// Replaces the setting of the same name (`max_presence_members`); `None` keeps it.
     pub max_presence_members: Option<usize>,
+    /// Replaces the setting of the same name (`max_presence_user_info_bytes`); `None` keeps it.
     pub max_presence_user_info_bytes: Option<usize>,
+    /// Replaces the setting of the same name (`max_event_payload_bytes`); `None` keeps it.
     pub max_event_payload_bytes: Option<usize>,
+    /// Replaces the setting of the same name (`max_event_channels`); `None` keeps it.
     pub max_event_channels: Option<usize>,
+    /// Replaces the setting of the same name (`max_batch_events`); `None` keeps it.
     pub max_batch_events: Option<usize>,
+    /// Replaces the setting of the same name (`allowed_origins`); `None` keeps it.
     pub allowed_origins: Option<Vec<String>>,
+    /// Replaces the setting of the same name (`require_signin`); `None` keeps it.
     pub require_signin: Option<bool>,
+    /// Replaces the setting of the same name (`signin_timeout_secs`); `None` keeps it.
     pub signin_timeout_secs: Option<u64>,
+    /// Replaces the setting of the same name (`subscription_count_events`); `None` keeps it.
     pub subscription_count_events: Option<bool>,
+    /// Replaces the setting of the same name (`watchlist_events`); `None` keeps it.
     pub watchlist_events: Option<bool>,
+    /// Replaces the setting of the same name (`cache_ttl_secs`); `None` keeps it.
     pub cache_ttl_secs: Option<u64>,
+    /// Replaces the setting of the same name (`max_subscriptions_per_connection`); `None` keeps it.
     pub max_subscriptions_per_connection: Option<usize>,
     /// 0 means unlimited.
     pub subscriptions_per_second: Option<u32>,
@@ -455,9 +528,13 @@ pub struct AppOverrides {
 /// Overrides from the environment or the command line: the server, and the first app.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
+    /// Server settings.
     pub server: ServerOverrides,
+    /// The first app's settings.
     pub app: AppOverrides,
+    /// Cluster settings.
     pub cluster: ClusterOverrides,
+    /// Webhook settings.
     pub webhooks: WebhookOverrides,
 }
 

@@ -10,37 +10,55 @@
 //!  backend ──signed HTTP──► http_api (auth → events / channels) ──────────────┘
 //! ```
 //!
-//! # Layout
+//! # Using it as a library
 //!
-//! - [`config`]: file + environment + flags → a validated [`Config`]; errors name the setting.
-//! - [`apps`]: the hosted apps, each with its settings, registry and connection count.
-//! - [`protocol`]: pure wire code: messages, channel names, codes, signatures, frame encoding.
-//! - [`channels`]: the registry (sharded channels, presence members) and per-connection outboxes.
-//! - [`websocket`]: admission and upgrade, one task per connection, the session logic.
-//! - [`http_api`]: request authentication and the REST handlers.
-//! - [`cluster`]: several nodes joined through Redis (interest routing, the Redis link).
-//! - [`server`]: the accept loop, HTTP routing and the shutdown sequence.
-//! - [`webhooks`]: occupancy, membership and client events sent to the apps' backends.
-//! - [`console`]: the debug console page (`/console`) and its live stream of an app's traffic.
-//! - [`metrics`]: Prometheus counters and the metrics listener (`/metrics`, `/up`, `/ready`).
+//! - [`Server`]: Crier inside your program ([`Server::builder`]), serving WebSockets and the
+//!   HTTP API like the binary, handing out [`broadcast::Broadcaster`]s that publish in-process.
+//! - [`broadcast`]: the one broadcasting API (`channel(..).to_others(..).emit(..)`, event types),
+//!   over the embedded server or over [`client`].
+//! - [`client`]: a signed Pusher HTTP API client for a Crier or Pusher server elsewhere.
+//! - [`authorizer`]: the auth endpoints pusher-js and Echo call (`/broadcasting/auth`,
+//!   `/pusher/user-auth`), framework-neutral.
+//! - [`config`]: the settings, as the configuration file states them; [`serve`] and
+//!   [`server`] run a server on a listener of your own.
 //!
-//! The modules are public so the integration tests and the embedding API can reach them;
-//! the supported embedding surface is [`serve`] and the configuration types.
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let crier = crier::Server::builder().port(6001).start().await?;
+//! crier.broadcaster().channel("orders").emit("OrderShipped", &serde_json::json!({"id": 7})).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Inside (private modules)
+//!
+//! - `apps`: the hosted apps, each with its settings, registry and connection count.
+//! - `protocol`: pure wire code: messages, channel names, limits, codes, signatures, frames.
+//! - `channels`: the registry (sharded channels, presence members) and per-connection outboxes.
+//! - `websocket`: admission and upgrade, one task per connection, the session logic.
+//! - `http_api`: request authentication and the REST handlers.
+//! - `cluster`: several nodes joined through Redis (interest routing, the Redis link).
+//! - `server`: the accept loop, HTTP routing and the shutdown sequence.
+//! - `webhooks`: occupancy, membership and client events sent to the apps' backends.
+//! - `console`: the debug console page (`/console`) and its live stream of an app's traffic.
+//! - `metrics`: Prometheus counters and the metrics listener (`/metrics`, `/up`, `/ready`).
 
-pub mod apps;
+#![warn(unreachable_pub, missing_docs)]
+
 pub mod authorizer;
 pub mod broadcast;
-pub mod channels;
 pub mod client;
-pub mod cluster;
 pub mod config;
-pub mod console;
-pub mod http_api;
-pub mod metrics;
-pub mod protocol;
 pub mod server;
-pub mod webhooks;
-pub mod websocket;
+
+mod apps;
+mod channels;
+mod cluster;
+mod console;
+mod http_api;
+mod metrics;
+mod protocol;
+mod webhooks;
+mod websocket;
 
 pub use config::{AppConfig, ClusterSettings, Config, ConfigError, Overrides, ServerSettings};
 pub use server::builder::{RunningServer, Server, ServerBuilder, StartError};

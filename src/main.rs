@@ -10,8 +10,8 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use crier::config::{AppOverrides, ClusterOverrides, ServerOverrides};
+use crier::config::{EntryList, WebhookOverrides, parse_json_targets};
 use crier::server::Control;
-use crier::webhooks::settings::{EntryList, WebhookOverrides, parse_json_targets};
 use crier::{Config, ConfigError, Overrides};
 
 mod migration;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crier::webhooks::settings::parse_json_targets;
+use crier::config::parse_json_targets;
 
 use crate::Cli;
 

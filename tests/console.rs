@@ -491,6 +491,7 @@ async fn the_stats_line_gives_connections_channels_and_rates() {
     let stats = viewer
         .expect("stats", |l| {
             l["connections"] == 2
+                && l["channel_count"] == 2
                 && l["channels"].as_array().is_some_and(|c| {
                     c.iter()
                         .any(|c| c["name"] == "news" && c["subscription_count"] == 2)
@@ -700,7 +701,7 @@ async fn a_console_on_one_node_shows_the_whole_cluster() {
 #[tokio::test]
 async fn webhook_deliveries_and_failures_are_reported() {
     use common::webhook_receiver::WebhookReceiver;
-    use crier::webhooks::settings::{KindSet, WebhookTarget};
+    use crier::config::{KindSet, WebhookTarget};
     let ok = WebhookReceiver::start(APP_KEY, APP_SECRET).await;
     let refusing = WebhookReceiver::reserve(APP_KEY, APP_SECRET);
     let target = |url: String| WebhookTarget {

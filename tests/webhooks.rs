@@ -17,9 +17,7 @@ use common::webhook_receiver::{
     Answer, CrierProcess, Event, TempFile, WebhookReceiver, show, wall_ms,
 };
 use common::*;
-use crier::webhooks::settings::{
-    KindSet, WebhookEntry, WebhookFilter, WebhookSettings, WebhookTarget,
-};
+use crier::config::{KindSet, WebhookEntry, WebhookFilter, WebhookSettings, WebhookTarget};
 use serde_json::{Value, json};
 
 /// The debounce of channel_vacated and member_removed in these tests.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::redis_server::RedisServer;
 use common::webhook_receiver::{Answer, CrierProcess, Event, WebhookReceiver, show};
 use common::*;
-use crier::webhooks::settings::{KindSet, WebhookEntry, WebhookSettings, WebhookTarget};
+use crier::config::{KindSet, WebhookEntry, WebhookSettings, WebhookTarget};
 use serde_json::{Value, json};
 
 /// The debounce of channel_vacated and member_removed on the in-process nodes.

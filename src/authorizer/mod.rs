@@ -49,10 +49,10 @@
 //!   does (`{` means JSON).
 //! - The `channel_data` and `user_data` made here obey the rules Crier's session applies when
 //!   the client hands them back (user id length, `user_info` an object within
-//!   [`MAX_PRESENCE_USER_INFO_BYTES`]
+//!   `MAX_PRESENCE_USER_INFO_BYTES`
 //!   unless [`Authorizer::max_user_info_bytes`] raises it), so a 200 here means the subscribe
 //!   or sign-in will not be refused for its content.
-//! - Signing is [`crate::protocol::auth::sign`], the same code Crier verifies with.
+//! - Signing is `crate::protocol::auth::sign`, the same code Crier verifies with.
 
 mod base64;
 mod endpoint;

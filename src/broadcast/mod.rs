@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Channel names, event names and sizes are checked before anything is sent, by the same rules
-//! the server applies to the HTTP API ([`crate::protocol::limits`]), so a mistake is a typed
+//! the server applies to the HTTP API (`crate::protocol::limits`), so a mistake is a typed
 //! [`BroadcastError`] at the call, not a 400 in a log.
 
 pub(crate) mod embedded;
@@ -32,6 +32,14 @@ use crate::protocol::limits::{
 use embedded::Embedded;
 
 /// Where broadcasts go; cheap to clone.
+///
+/// ```no_run
+/// # async fn ex() -> Result<(), Box<dyn std::error::Error>> {
+/// let crier = crier::Server::builder().port(0).start().await?;
+/// let b = crier.broadcaster();
+/// b.channel("orders").emit("OrderShipped", &serde_json::json!({"id": 1})).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Broadcaster {
     driver: Driver,
@@ -56,6 +64,16 @@ impl fmt::Debug for Broadcaster {
 }
 
 /// Why a broadcast or query did not happen.
+///
+/// ```no_run
+/// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+/// use crier::broadcast::BroadcastError;
+/// match b.channel("no spaces").emit("E", &1).await {
+///     Err(BroadcastError::InvalidChannel(why)) => eprintln!("{why}"),
+///     other => other?,
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub enum BroadcastError {
     /// A channel name the protocol does not allow.
@@ -63,13 +81,23 @@ pub enum BroadcastError {
     /// An empty, reserved or over-long event name.
     InvalidEvent(String),
     /// The event's data is over the app's limit (bytes, limit).
-    TooLarge { bytes: usize, limit: usize },
+    TooLarge {
+        /// The data's size.
+        bytes: usize,
+        /// The limit it is over.
+        limit: usize,
+    },
     /// More channels, or more batch events, than one request may carry.
     TooMany(String),
     /// The data could not be serialized to JSON.
     Serialize(String),
     /// The server refused the request (status and its message).
-    Rejected { status: u16, message: String },
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
     /// The remote server could not be reached or answered nonsense.
     Remote(ClientError),
     /// This driver cannot answer that (the Pusher HTTP API has no list of socket ids).
@@ -114,8 +142,17 @@ impl From<ClientError> for BroadcastError {
 }
 
 /// A channel with its counts, as [`Broadcaster::channels`] lists them.
+///
+/// ```no_run
+/// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+/// for c in b.channels("presence-").await? {
+///     println!("{}: {:?} users", c.name, c.user_count);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelSummary {
+    /// The channel's full name.
     pub name: String,
     /// Subscriptions, where the driver knows them.
     pub subscription_count: Option<u64>,
@@ -124,9 +161,18 @@ pub struct ChannelSummary {
 }
 
 /// One event of [`Broadcaster::emit_batch`].
+///
+/// ```no_run
+/// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+/// use crier::broadcast::BatchItem;
+/// b.emit_batch(&[BatchItem::new("orders", "A", &1)?, BatchItem::new("audit", "B", &2)?]).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct BatchItem {
+    /// The channel, by its full name.
     pub channel: String,
+    /// The event name.
     pub event: String,
     /// The event's data, already JSON text (see [`BatchItem::new`]).
     pub data: String,
@@ -136,6 +182,12 @@ pub struct BatchItem {
 
 impl BatchItem {
     /// An event for `channel` with `data` serialized to JSON.
+    ///
+    /// ```no_run
+    /// # fn ex() -> Result<(), crier::broadcast::BroadcastError> {
+    /// let item = crier::broadcast::BatchItem::new("orders", "OrderShipped", &serde_json::json!({"id": 1}))?;
+    /// # Ok(()) }
+    /// ```
     pub fn new(
         channel: impl Into<String>,
         event: impl Into<String>,
@@ -150,6 +202,12 @@ impl BatchItem {
     }
 
     /// Leaves `socket_id` out.
+    ///
+    /// ```no_run
+    /// # fn ex() -> Result<(), crier::broadcast::BroadcastError> {
+    /// let item = crier::broadcast::BatchItem::new("chat", "Typing", &"ada")?.to_others("123.456");
+    /// # Ok(()) }
+    /// ```
     pub fn to_others(mut self, socket_id: impl Into<String>) -> BatchItem {
         self.except = Some(socket_id.into());
         self
@@ -158,7 +216,16 @@ impl BatchItem {
 
 /// Something that names one or more channels: `"orders"`, `["orders", "notifications"]`,
 /// `vec![...]`.
+///
+/// ```no_run
+/// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+/// b.channel("orders").emit("E", &1).await?;
+/// b.channel(["orders", "audit"]).emit("E", &1).await?;
+/// b.channel(vec![String::from("orders")]).emit("E", &1).await?;
+/// # Ok(()) }
+/// ```
 pub trait IntoChannels {
+    /// The channel names.
     fn into_channels(self) -> Vec<String>;
 }
 
@@ -198,6 +265,13 @@ fn to_json(data: &impl Serialize) -> Result<String, BroadcastError> {
 
 impl Broadcaster {
     /// Broadcasts through the signed HTTP API of a Crier or Pusher server elsewhere.
+    ///
+    /// ```no_run
+    /// # async fn ex() -> Result<(), Box<dyn std::error::Error>> {
+    /// use crier::{broadcast::Broadcaster, client::Client};
+    /// let b = Broadcaster::remote(Client::from_url("http://app-key:app-secret@127.0.0.1:6001/apps/1")?);
+    /// # Ok(()) }
+    /// ```
     pub fn remote(client: client::Client) -> Broadcaster {
         Broadcaster {
             driver: Driver::Remote(client),
@@ -212,6 +286,12 @@ impl Broadcaster {
 
     /// A broadcast to one or more channels, named as they are (`"orders"`,
     /// `"private-user.1"`).
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// b.channel(["orders", "notifications"]).emit("OrderShipped", &serde_json::json!({"id": 1})).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn channel(&self, channels: impl IntoChannels) -> PendingBroadcast<'_> {
         PendingBroadcast {
             broadcaster: self,
@@ -222,16 +302,40 @@ impl Broadcaster {
     }
 
     /// A broadcast to `private-{name}`.
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// b.private("user.123").emit("PrivateMessage", &"hi").await?; // private-user.123
+    /// # Ok(()) }
+    /// ```
     pub fn private(&self, name: &str) -> PendingBroadcast<'_> {
         self.channel(format!("private-{name}"))
     }
 
     /// A broadcast to `presence-{name}`.
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// b.presence("chat.room.1").emit("MessageSent", &"hi").await?; // presence-chat.room.1
+    /// # Ok(()) }
+    /// ```
     pub fn presence(&self, name: &str) -> PendingBroadcast<'_> {
         self.channel(format!("presence-{name}"))
     }
 
     /// Broadcasts `event` where it says, as it says, if it says so.
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// use crier::broadcast::{BroadcastEvent, Channel};
+    /// #[derive(serde::Serialize)]
+    /// struct Deployed { version: String }
+    /// impl BroadcastEvent for Deployed {
+    ///     fn broadcast_on(&self) -> Vec<Channel> { vec![Channel::Public("deploys".into())] }
+    /// }
+    /// b.broadcast(&Deployed { version: "1.2".into() }).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn broadcast<E: BroadcastEvent>(&self, event: &E) -> Result<(), BroadcastError> {
         if !event.broadcast_when() {
             return Ok(());
@@ -249,6 +353,13 @@ impl Broadcaster {
 
     /// Several events in one request (at most 10, as Pusher allows); all are checked before
     /// any is sent.
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// use crier::broadcast::BatchItem;
+    /// b.emit_batch(&[BatchItem::new("a", "E", &1)?, BatchItem::new("b", "E", &2)?]).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn emit_batch(&self, items: &[BatchItem]) -> Result<(), BroadcastError> {
         if items.len() > MAX_BATCH_EVENTS {
             return Err(BroadcastError::TooMany(format!(
@@ -283,6 +394,12 @@ impl Broadcaster {
 
     /// The socket ids subscribed to `channel` (embedded only: the Pusher HTTP API cannot
     /// list sockets).
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// let sockets = b.clients("orders").await?; // ["123.1", "123.2"]
+    /// # Ok(()) }
+    /// ```
     pub async fn clients(&self, channel: &str) -> Result<Vec<String>, BroadcastError> {
         check_channel(channel)?;
         match &self.driver {
@@ -294,6 +411,12 @@ impl Broadcaster {
     }
 
     /// The user ids of a presence channel.
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// let online = b.members("presence-chat.room.1").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn members(&self, channel: &str) -> Result<Vec<String>, BroadcastError> {
         check_channel(channel)?;
         match &self.driver {
@@ -303,6 +426,12 @@ impl Broadcaster {
     }
 
     /// Occupied channels whose name starts with `prefix` (`""` for all), with their counts.
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// let rooms = b.channels("presence-chat.").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn channels(&self, prefix: &str) -> Result<Vec<ChannelSummary>, BroadcastError> {
         match &self.driver {
             Driver::Embedded(e) => e.channels(prefix).await,
@@ -323,6 +452,12 @@ impl Broadcaster {
     }
 
     /// Sends an event to every socket signed in as `user_id`.
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// b.send_to_user("42", "JobFinished", &serde_json::json!({"job": 7})).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send_to_user(
         &self,
         user_id: &str,
@@ -341,6 +476,12 @@ impl Broadcaster {
     }
 
     /// Closes every connection signed in as `user_id`, on every node.
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// b.terminate("42").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn terminate(&self, user_id: &str) -> Result<(), BroadcastError> {
         check_user(user_id)?;
         match &self.driver {
@@ -358,6 +499,12 @@ impl Broadcaster {
 }
 
 /// A broadcast being built: `.to_others(socket_id)`, `.when(condition)`, then `.emit(...)`.
+///
+/// ```no_run
+/// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+/// b.channel("chat").to_others("123.456").when(true).emit("Typing", &"ada").await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "nothing is sent until .emit(...).await"]
 pub struct PendingBroadcast<'a> {
@@ -370,18 +517,37 @@ pub struct PendingBroadcast<'a> {
 impl PendingBroadcast<'_> {
     /// Leaves out the socket that caused the event (pusher-js's `socket_id`, which Echo sends
     /// as `X-Socket-ID`).
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// b.presence("chat.room.1").to_others("123.456").emit("Typing", &"ada").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn to_others(mut self, socket_id: impl Into<String>) -> Self {
         self.except = Some(socket_id.into());
         self
     }
 
     /// Sends only if `condition` holds.
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// let shipped = true;
+    /// b.channel("orders").when(shipped).emit("OrderUpdate", &1).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn when(mut self, condition: bool) -> Self {
         self.when &= condition;
         self
     }
 
     /// Sends `event` with `data` serialized to JSON.
+    ///
+    /// ```no_run
+    /// # async fn ex(b: &crier::broadcast::Broadcaster) -> Result<(), Box<dyn std::error::Error>> {
+    /// b.channel("orders").emit("OrderShipped", &serde_json::json!({"id": 1})).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn emit(self, event: &str, data: &impl Serialize) -> Result<(), BroadcastError> {
         let data = to_json(data)?;
         self.emit_json(event, data).await

@@ -2,13 +2,13 @@
 //! events are pushed into. No sockets, no HTTP, no JSON parsing: the registry holds outbox
 //! handles and never awaits.
 
-pub mod outbox;
-pub mod presence;
-pub mod registry;
+pub(crate) mod outbox;
+pub(crate) mod presence;
+pub(crate) mod registry;
 pub(crate) mod replica;
-pub mod users;
+pub(crate) mod users;
 
-pub use outbox::{CloseRequest, Outbox};
-pub use presence::Member;
-pub use registry::{CacheInfo, ChannelStats, PresenceJoin, Registry};
-pub use users::Users;
+pub(crate) use outbox::{CloseRequest, Outbox};
+pub(crate) use presence::Member;
+pub(crate) use registry::{ChannelStats, PresenceJoin, Registry};
+pub(crate) use users::Users;

@@ -12,6 +12,7 @@
 //! so no wake-up is lost.
 
 use std::collections::VecDeque;
+#[cfg(test)]
 use std::future::poll_fn;
 use std::task::{Context, Poll, Waker};
 
@@ -20,7 +21,7 @@ use parking_lot::Mutex;
 
 /// A request that the connection be closed after what is already queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseRequest {
+pub(crate) struct CloseRequest {
     /// Close code for the close frame; `None` when the peer is gone and no frame should be sent.
     pub code: Option<u16>,
     pub reason: String,
@@ -46,20 +47,21 @@ fn wake(waker: Option<Waker>) {
 }
 
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     limit: usize,
 }
 
 /// What the connection's task should write next.
+#[cfg(test)]
 #[derive(Debug)]
-pub enum Drained {
+pub(crate) enum Drained {
     Frames(VecDeque<Bytes>),
     Close(VecDeque<Bytes>, CloseRequest),
 }
 
 impl Outbox {
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Outbox {
             queue: Mutex::new(Queue::default()),
             limit,
@@ -69,7 +71,7 @@ impl Outbox {
     /// Queues a frame. Returns false if the connection is closing or has just overflowed.
     /// A single frame larger than the limit is still accepted into an empty queue, so that
     /// one large event does not disconnect every subscriber.
-    pub fn push(&self, frame: Bytes) -> bool {
+    pub(crate) fn push(&self, frame: Bytes) -> bool {
         let mut q = self.queue.lock();
         if q.close.is_some() {
             return false;
@@ -97,7 +99,7 @@ impl Outbox {
 
     /// Asks the connection's task to close the connection after the frames already queued. The first
     /// request wins.
-    pub fn close(&self, request: CloseRequest) {
+    pub(crate) fn close(&self, request: CloseRequest) {
         let mut q = self.queue.lock();
         if q.close.is_none() {
             q.close = Some(Box::new(request));
@@ -107,13 +109,13 @@ impl Outbox {
         wake(waker);
     }
 
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.queue.lock().close.is_some()
     }
 
     /// The close request, if the queue overflowed (4100): the frames it held are gone already,
     /// so the connection may act on it at once rather than after what it is still writing.
-    pub fn overflowed(&self) -> Option<CloseRequest> {
+    pub(crate) fn overflowed(&self) -> Option<CloseRequest> {
         let q = self.queue.lock();
         q.close
             .as_deref()
@@ -128,7 +130,7 @@ impl Outbox {
     /// The queue's buffer and `into`'s are swapped rather than one of them dropped, so a
     /// connection's frames travel in one allocation that goes back and forth, with no
     /// allocation per delivery. When both are idle, only one is kept.
-    pub fn poll_drain(
+    pub(crate) fn poll_drain(
         &self,
         cx: &mut Context<'_>,
         into: &mut VecDeque<Bytes>,
@@ -159,7 +161,8 @@ impl Outbox {
     }
 
     /// Takes everything queued, or waits until there is something.
-    pub async fn drained(&self) -> Drained {
+    #[cfg(test)]
+    pub(crate) async fn drained(&self) -> Drained {
         let mut frames = VecDeque::new();
         match poll_fn(|cx| self.poll_drain(cx, &mut frames)).await {
             None => Drained::Frames(frames),

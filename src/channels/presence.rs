@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 /// A presence user as authorised by `channel_data`.
 #[derive(Debug, Clone)]
-pub struct Member {
+pub(crate) struct Member {
     /// Normalised to a string, whether the app signed a number or a string.
     pub user_id: Arc<str>,
     /// `user_info` exactly as signed, or `None`.

@@ -39,7 +39,7 @@ use crate::webhooks::AppWebhooks;
 
 const SHARDS: usize = 32;
 /// Subscription counts go out at most this often per channel.
-pub const COUNT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const COUNT_INTERVAL: Duration = Duration::from_secs(1);
 /// A shard is swept of expired cache-only entries whenever its size reaches a multiple of this.
 const SWEEP_EVERY: usize = 256;
 
@@ -88,7 +88,7 @@ type Shard = HashMap<Arc<str>, Channel>;
 
 /// Subscriber and user counts of one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChannelStats {
+pub(crate) struct ChannelStats {
     pub subscriptions: usize,
     /// Distinct presence users; `None` for channels that are not presence channels.
     pub users: Option<usize>,
@@ -96,7 +96,7 @@ pub struct ChannelStats {
 
 /// The outcome of a presence subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PresenceJoin {
+pub(crate) enum PresenceJoin {
     /// Joined; carries the registry's shared copy of the channel name.
     Joined(Arc<str>),
     Full {
@@ -106,13 +106,13 @@ pub enum PresenceJoin {
 
 /// A cache channel's stored event, for `info=cache`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheInfo {
+pub(crate) struct CacheInfo {
     pub data: Arc<str>,
     pub ttl: Duration,
 }
 
 #[derive(Debug)]
-pub struct Registry {
+pub(crate) struct Registry {
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
     subscription_counts: bool,
@@ -145,7 +145,7 @@ impl Registry {
     /// channels when their subscriber count changes.
     /// In a cluster the counts are the cluster's: the link sends them (see
     /// [`Registry::send_cluster_count`]), not the registry.
-    pub fn new(subscription_counts: bool, cluster: Option<ClusterChannels>) -> Self {
+    pub(crate) fn new(subscription_counts: bool, cluster: Option<ClusterChannels>) -> Self {
         Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
@@ -161,17 +161,17 @@ impl Registry {
     }
 
     /// Reports presence members to `console` from now on.
-    pub fn set_console(&mut self, console: Arc<Console>) {
+    pub(crate) fn set_console(&mut self, console: Arc<Console>) {
         self.console = console;
     }
 
     /// Counts deliveries into `metrics` from now on.
-    pub fn set_metrics(&mut self, metrics: Arc<AppMetrics>) {
+    pub(crate) fn set_metrics(&mut self, metrics: Arc<AppMetrics>) {
         self.metrics = metrics;
     }
 
     /// Occupied channels and subscriptions on this node, for the metrics.
-    pub fn totals(&self) -> (usize, usize) {
+    pub(crate) fn totals(&self) -> (usize, usize) {
         let mut channels = 0;
         let mut subscriptions = 0;
         for shard in self.shards.iter() {
@@ -185,7 +185,7 @@ impl Registry {
     }
 
     /// Signals the app's webhooks from now on.
-    pub fn set_webhooks(&self, webhooks: Option<Arc<AppWebhooks>>) {
+    pub(crate) fn set_webhooks(&self, webhooks: Option<Arc<AppWebhooks>>) {
         *self.webhooks.write() = webhooks;
     }
 
@@ -220,14 +220,14 @@ impl Registry {
     }
 
     /// Notes that `channel`'s local count may change (cluster only).
-    pub fn touch(&self, channel: &str) {
+    pub(crate) fn touch(&self, channel: &str) {
         if self.cluster.is_some() {
             self.touched.lock().push(Arc::from(channel));
         }
     }
 
     /// The channels touched since the last call, each once.
-    pub fn take_touched(&self) -> Vec<Arc<str>> {
+    pub(crate) fn take_touched(&self) -> Vec<Arc<str>> {
         let mut names = std::mem::take(&mut *self.touched.lock());
         names.sort_unstable();
         names.dedup();
@@ -235,12 +235,12 @@ impl Registry {
     }
 
     /// Whether this app's subscribers get cluster-wide subscription counts.
-    pub fn wants_cluster_counts(&self) -> bool {
+    pub(crate) fn wants_cluster_counts(&self) -> bool {
         self.cluster_counts
     }
 
     /// Non-presence channels with local subscribers: the ones that get counts.
-    pub fn counted_channels(&self) -> Vec<Arc<str>> {
+    pub(crate) fn counted_channels(&self) -> Vec<Arc<str>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.read();
@@ -256,7 +256,7 @@ impl Registry {
 
     /// Sends `pusher_internal:subscription_count` with the cluster's `total` to the local
     /// subscribers of `channel`, when it differs from the last one sent.
-    pub fn send_cluster_count(&self, channel: &str, total: usize) {
+    pub(crate) fn send_cluster_count(&self, channel: &str, total: usize) {
         let mut shard = self.shard(channel).write();
         let Some(ch) = shard.get_mut(channel) else {
             return;
@@ -274,7 +274,7 @@ impl Registry {
     }
 
     /// Sockets subscribed to `channel` on this node.
-    pub fn local_count(&self, channel: &str) -> usize {
+    pub(crate) fn local_count(&self, channel: &str) -> usize {
         self.shard(channel)
             .read()
             .get(channel)
@@ -301,7 +301,7 @@ impl Registry {
 
     /// The node now hears `channel` from the other nodes: its waiting subscribers join and
     /// are acknowledged, in the order they came.
-    pub fn heard(&self, channel: &str) {
+    pub(crate) fn heard(&self, channel: &str) {
         self.touch(channel);
         let mut shard = self.shard(channel).write();
         let Some(ch) = shard.get_mut(channel) else {
@@ -340,7 +340,7 @@ impl Registry {
     /// on a cache channel, the cached event or `pusher:cache_miss`. Subscribing again is
     /// harmless: the confirmation is simply sent again. Returns the registry's shared copy of
     /// the name, so the session can remember the subscription without another allocation.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         channel: &str,
         conn: ConnId,
@@ -376,7 +376,7 @@ impl Registry {
     /// Adds `conn` to a presence channel as `member`. A user's first socket announces
     /// `member_added` to every other subscriber; the subscriber gets the member list.
     /// A full channel refuses new users but still admits another socket of a member.
-    pub fn subscribe_presence(
+    pub(crate) fn subscribe_presence(
         &self,
         channel: &str,
         conn: ConnId,
@@ -451,7 +451,7 @@ impl Registry {
 
     /// Removes `conn` from `channel`; announces `member_removed` when it was its user's last
     /// socket. Unknown channels or connections are ignored.
-    pub fn unsubscribe(&self, channel: &str, conn: ConnId) {
+    pub(crate) fn unsubscribe(&self, channel: &str, conn: ConnId) {
         self.touch(channel);
         let mut shard = self.shard(channel).write();
         let Some(ch) = shard.get_mut(channel) else {
@@ -669,7 +669,7 @@ impl Registry {
     }
 
     /// A member event heard from Redis.
-    pub fn apply_member_event(&self, channel: &str, event: MemberEvent) {
+    pub(crate) fn apply_member_event(&self, channel: &str, event: MemberEvent) {
         self.touch(channel);
         let mut shard = self.shard(channel).write();
         let Some(ch) = shard.get_mut(channel) else {
@@ -692,7 +692,12 @@ impl Registry {
 
     /// The member list read from Redis at `version`: readies the replica, or, after a
     /// reconnect, brings it up to date and tells local subscribers what changed.
-    pub fn install_members(&self, channel: &str, version: u64, members: Vec<(String, String)>) {
+    pub(crate) fn install_members(
+        &self,
+        channel: &str,
+        version: u64,
+        members: Vec<(String, String)>,
+    ) {
         self.touch(channel);
         let mut shard = self.shard(channel).write();
         let Some(ch) = shard.get_mut(channel) else {
@@ -714,7 +719,7 @@ impl Registry {
 
     /// Redis refused `user` (the channel is full cluster-wide): its waiting sockets get a
     /// `subscription_error`.
-    pub fn refuse_member(&self, channel: &str, user: &str, limit: usize) {
+    pub(crate) fn refuse_member(&self, channel: &str, user: &str, limit: usize) {
         let mut shard = self.shard(channel).write();
         let Some(ch) = shard.get_mut(channel) else {
             return;
@@ -748,7 +753,7 @@ impl Registry {
     }
 
     /// Redis went away: every presence socket still waiting joins from this node's replica.
-    pub fn release_presence_waiting(&self) {
+    pub(crate) fn release_presence_waiting(&self) {
         for shard in self.shards.iter() {
             let mut shard = shard.write();
             let names: Vec<Arc<str>> = shard
@@ -791,7 +796,7 @@ impl Registry {
     }
 
     /// This node's presence users per channel, for asserting them anew in Redis.
-    pub fn local_presence(&self) -> Vec<(Arc<str>, Vec<Member>)> {
+    pub(crate) fn local_presence(&self) -> Vec<(Arc<str>, Vec<Member>)> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.read();
@@ -827,7 +832,7 @@ impl Registry {
     }
 
     /// Pushes `frame` to every subscriber of `channel` but `except`; returns how many got it.
-    pub fn publish(&self, channel: &str, frame: &Bytes, except: Option<ConnId>) -> usize {
+    pub(crate) fn publish(&self, channel: &str, frame: &Bytes, except: Option<ConnId>) -> usize {
         let shard = self.shard(channel).read();
         let Some(ch) = shard.get(channel) else {
             return 0;
@@ -840,7 +845,7 @@ impl Registry {
 
     /// Keeps a cache channel's event without sending it (read from the cluster for the
     /// channel's first subscribers on this node).
-    pub fn keep_cached(&self, channel: &str, frame: &Bytes, data: &str, ttl: Duration) {
+    pub(crate) fn keep_cached(&self, channel: &str, frame: &Bytes, data: &str, ttl: Duration) {
         let mut shard = self.shard(channel).write();
         let ch = shard.entry(Arc::from(channel)).or_default();
         ch.cache = Some(Cached {
@@ -851,7 +856,7 @@ impl Registry {
     }
 
     /// Publishes to a cache channel and keeps the event for `ttl`.
-    pub fn publish_cached(
+    pub(crate) fn publish_cached(
         &self,
         channel: &str,
         frame: &Bytes,
@@ -880,7 +885,7 @@ impl Registry {
     }
 
     /// The cached event of a cache channel, if one is stored and fresh.
-    pub fn cache(&self, channel: &str) -> Option<CacheInfo> {
+    pub(crate) fn cache(&self, channel: &str) -> Option<CacheInfo> {
         let shard = self.shard(channel).read();
         let cached = shard.get(channel)?.cache.as_ref().filter(|c| c.fresh())?;
         Some(CacheInfo {
@@ -890,7 +895,7 @@ impl Registry {
     }
 
     /// The connections subscribed to `channel` on this node.
-    pub fn subscriber_conns(&self, channel: &str) -> Vec<ConnId> {
+    pub(crate) fn subscriber_conns(&self, channel: &str) -> Vec<ConnId> {
         let shard = self.shard(channel).read();
         shard
             .get(channel)
@@ -899,7 +904,7 @@ impl Registry {
     }
 
     /// Counts for an occupied channel; `None` when nobody is subscribed.
-    pub fn stats(&self, channel: &str) -> Option<ChannelStats> {
+    pub(crate) fn stats(&self, channel: &str) -> Option<ChannelStats> {
         let shard = self.shard(channel).read();
         shard
             .get(channel)
@@ -908,7 +913,7 @@ impl Registry {
     }
 
     /// Every occupied channel whose name starts with `prefix`.
-    pub fn channels(&self, prefix: &str) -> Vec<(String, ChannelStats)> {
+    pub(crate) fn channels(&self, prefix: &str) -> Vec<(String, ChannelStats)> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.read();
@@ -923,7 +928,7 @@ impl Registry {
     }
 
     /// Distinct user ids of a presence channel (empty when unoccupied).
-    pub fn users(&self, channel: &str) -> Vec<String> {
+    pub(crate) fn users(&self, channel: &str) -> Vec<String> {
         let shard = self.shard(channel).read();
         shard
             .get(channel)
@@ -948,7 +953,7 @@ impl Registry {
     }
 
     /// Sends the counts that were held back; called periodically (several times a second).
-    pub fn flush_counts(&self) {
+    pub(crate) fn flush_counts(&self) {
         let pending = std::mem::take(&mut *self.pending_counts.lock());
         let mut again = Vec::new();
         for name in pending {

@@ -47,12 +47,12 @@ pub(crate) enum Applied {
 }
 
 impl Replica {
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.version.is_some()
     }
 
     /// Applies one event heard from Redis; events older than the replica are skipped.
-    pub fn apply(&mut self, event: MemberEvent) -> Applied {
+    pub(crate) fn apply(&mut self, event: MemberEvent) -> Applied {
         let Some(version) = self.version else {
             self.early.push(event);
             return Applied::Nothing;
@@ -65,7 +65,7 @@ impl Replica {
     }
 
     /// Adds or removes a member locally (also used while Redis is away).
-    pub fn change(&mut self, added: bool, user_id: &str, info: &str) -> Applied {
+    pub(crate) fn change(&mut self, added: bool, user_id: &str, info: &str) -> Applied {
         if added {
             let info = (!info.is_empty())
                 .then(|| RawValue::from_string(info.to_string()).ok().map(Arc::from))
@@ -83,7 +83,7 @@ impl Replica {
 
     /// Installs a snapshot; returns the users added and removed relative to the replica as
     /// it was, when it was ready (after a reconnect), so local subscribers can be told.
-    pub fn install(
+    pub(crate) fn install(
         &mut self,
         version: u64,
         members: Vec<(String, String)>,
@@ -119,12 +119,12 @@ impl Replica {
         (added, removed)
     }
 
-    pub fn info(&self, user_id: &str) -> Option<Arc<RawValue>> {
+    pub(crate) fn info(&self, user_id: &str) -> Option<Arc<RawValue>> {
         self.members.get(user_id).cloned().flatten()
     }
 
     /// The `subscription_succeeded` data, as on a single node.
-    pub fn snapshot_json(&self) -> String {
+    pub(crate) fn snapshot_json(&self) -> String {
         super::presence::snapshot_json(self.members.iter().map(|(k, v)| (k.as_ref(), v.as_deref())))
     }
 }

@@ -29,7 +29,7 @@ struct State {
 }
 
 #[derive(Debug, Default)]
-pub struct Users {
+pub(crate) struct Users {
     state: Mutex<State>,
     /// In a cluster, a node listens for `#server-to-user-{id}` while the user has a socket
     /// signed in on it.
@@ -56,13 +56,13 @@ fn watchlist_frame(events: Vec<WatchEvent<'_>>) -> Bytes {
 
 /// The pub/sub channel name (after the app) on which a user's cluster-wide online/offline
 /// changes are published.
-pub fn watch_channel(user: &str) -> String {
+pub(crate) fn watch_channel(user: &str) -> String {
     format!("#watch:{user}")
 }
 
 /// How `terminate_connections` closes a user's sockets: 4009, so pusher-js does not
 /// reconnect them on its own.
-pub fn termination() -> CloseRequest {
+pub(crate) fn termination() -> CloseRequest {
     CloseRequest {
         code: Some(crate::protocol::codes::UNAUTHORIZED),
         reason: "Connection terminated by the app".to_string(),
@@ -71,7 +71,7 @@ pub fn termination() -> CloseRequest {
 }
 
 impl Users {
-    pub fn new(cluster: Option<ClusterChannels>) -> Self {
+    pub(crate) fn new(cluster: Option<ClusterChannels>) -> Self {
         Users {
             state: Mutex::default(),
             cluster,
@@ -81,7 +81,7 @@ impl Users {
     /// Records `conn` as signed in as `user`. With a watchlist, the socket is sent the
     /// current online/offline status of the users it watches and will hear of changes.
     /// The user's first socket announces `online` to its watchers.
-    pub fn sign_in(
+    pub(crate) fn sign_in(
         &self,
         user: &Arc<str>,
         conn: ConnId,
@@ -144,7 +144,7 @@ impl Users {
     }
 
     /// Forgets `conn`; the user's last socket announces `offline` to its watchers.
-    pub fn sign_out(&self, user: &str, conn: ConnId, watchlist: &[Arc<str>]) {
+    pub(crate) fn sign_out(&self, user: &str, conn: ConnId, watchlist: &[Arc<str>]) {
         let mut st = self.state.lock();
         for watched in watchlist {
             if let Some(w) = st.watchers.get_mut(watched) {
@@ -180,7 +180,7 @@ impl Users {
     }
 
     /// Pushes `frame` to every socket signed in as `user` but `except`.
-    pub fn send(&self, user: &str, frame: &Bytes, except: Option<ConnId>) -> usize {
+    pub(crate) fn send(&self, user: &str, frame: &Bytes, except: Option<ConnId>) -> usize {
         let st = self.state.lock();
         let Some(sockets) = st.signed_in.get(user) else {
             return 0;
@@ -192,7 +192,7 @@ impl Users {
     }
 
     /// Asks every socket signed in as `user` to close; returns how many there were.
-    pub fn terminate(&self, user: &str, request: &CloseRequest) -> usize {
+    pub(crate) fn terminate(&self, user: &str, request: &CloseRequest) -> usize {
         let st = self.state.lock();
         let Some(sockets) = st.signed_in.get(user) else {
             return 0;
@@ -205,7 +205,7 @@ impl Users {
 
     /// Redis says `user` came online or went offline cluster-wide (or, read afresh, whether it
     /// is online): local watchers hear of it when that changes what they were told.
-    pub fn cluster_status(&self, user: &str, online: bool, fresh_read: bool) {
+    pub(crate) fn cluster_status(&self, user: &str, online: bool, fresh_read: bool) {
         let mut st = self.state.lock();
         if !st.watchers.contains_key(user) {
             return;
@@ -225,11 +225,12 @@ impl Users {
     }
 
     /// Users signed in on this node (for asserting them anew in Redis).
-    pub fn signed_in_users(&self) -> Vec<Arc<str>> {
+    pub(crate) fn signed_in_users(&self) -> Vec<Arc<str>> {
         self.state.lock().signed_in.keys().cloned().collect()
     }
 
-    pub fn is_online(&self, user: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_online(&self, user: &str) -> bool {
         self.state
             .lock()
             .signed_in

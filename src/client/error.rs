@@ -32,7 +32,12 @@ pub enum ClientError {
     Timeout,
     /// The server answered with a status other than 2xx; `body` is its answer (at most
     /// 1 MiB of it, decoded as UTF-8 with replacement characters).
-    Status { status: u16, body: String },
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The answer's body (at most 1 MiB).
+        body: String,
+    },
     /// A 2xx answer that is not what the endpoint returns (not JSON, wrong shape, too large).
     InvalidResponse(String),
 }

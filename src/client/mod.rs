@@ -55,6 +55,7 @@ pub use requests::Client;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchEvent {
+    /// The channel, by its full name.
     pub channel: String,
     /// The event name.
     pub name: String,
@@ -74,6 +75,7 @@ pub struct BatchEvent {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelInfo {
+    /// The channel's full name.
     pub name: String,
     /// Whether anyone is subscribed (always `true` in a [`Client::channels`] list).
     pub occupied: bool,

@@ -152,12 +152,12 @@ impl Client {
         &self.inner.config.key
     }
 
-    /// The app secret, for signing channel authorisations and sign-ins.
+    /// The app secret, for signing channel authorisations and sign-ins (see
+    /// [`crate::authorizer::Authorizer`]).
     ///
     /// ```no_run
-    /// # fn run(client: crier::client::Client, socket_id: &str) {
-    /// let signature = crier::protocol::auth::sign(client.secret(), &format!("{socket_id}:private-orders"));
-    /// let auth = format!("{}:{signature}", client.key());
+    /// # fn run(client: crier::client::Client) {
+    /// let authorizer = crier::authorizer::Authorizer::<str>::new(client.key(), client.secret());
     /// # }
     /// ```
     pub fn secret(&self) -> &str {

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
-pub struct Interest {
+pub(crate) struct Interest {
     state: Mutex<State>,
     changed: Notify,
 }
@@ -41,7 +41,7 @@ struct Want {
 
 /// One key's state as the link should make it.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Change {
+pub(crate) struct Change {
     pub key: Arc<str>,
     pub desired: bool,
     pub confirm: bool,
@@ -50,7 +50,7 @@ pub struct Change {
 impl Interest {
     /// The node has its first local subscriber on `key`. Returns true when the subscriber
     /// may be acknowledged at once (Redis is away); otherwise the link confirms later.
-    pub fn want(&self, key: &str) -> bool {
+    pub(crate) fn want(&self, key: &str) -> bool {
         let mut state = self.state.lock();
         let down = state.down;
         let want = state.entry(key);
@@ -65,12 +65,12 @@ impl Interest {
         false
     }
 
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.state.lock().down
     }
 
     /// The node's last local subscriber on `key` is gone.
-    pub fn unwant(&self, key: &str) {
+    pub(crate) fn unwant(&self, key: &str) {
         let mut state = self.state.lock();
         let Some(want) = state.wants.get_mut(key) else {
             return;
@@ -83,13 +83,13 @@ impl Interest {
     }
 
     /// Waits until something changed.
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.changed.notified().await;
     }
 
     /// The changes since the last call, each key once, in the order they first changed.
     /// Keys no longer desired are forgotten: the link unsubscribes and that is the end.
-    pub fn take_changes(&self) -> Vec<Change> {
+    pub(crate) fn take_changes(&self) -> Vec<Change> {
         let mut state = self.state.lock();
         let keys: Vec<Arc<str>> = state.queue.drain(..).collect();
         let mut out = Vec::with_capacity(keys.len());
@@ -114,7 +114,7 @@ impl Interest {
 
     /// Redis is reachable (again): every desired key, to subscribe to anew and then confirm
     /// where subscribers wait. Changes from now on come through [`Interest::take_changes`].
-    pub fn connected(&self) -> Vec<Change> {
+    pub(crate) fn connected(&self) -> Vec<Change> {
         let mut state = self.state.lock();
         state.down = false;
         state.queue.clear();
@@ -134,7 +134,7 @@ impl Interest {
     }
 
     /// The link confirmed `key`: its subscribers no longer wait.
-    pub fn confirmed(&self, key: &str) {
+    pub(crate) fn confirmed(&self, key: &str) {
         if let Some(want) = self.state.lock().wants.get_mut(key) {
             want.confirm = false;
         }
@@ -142,7 +142,7 @@ impl Interest {
 
     /// Redis went away: keys whose subscribers were waiting, to acknowledge now. Desired keys
     /// are kept for the resubscription.
-    pub fn disconnected(&self) -> Vec<Arc<str>> {
+    pub(crate) fn disconnected(&self) -> Vec<Arc<str>> {
         let mut state = self.state.lock();
         state.down = true;
         state.queue.clear();

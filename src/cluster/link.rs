@@ -36,8 +36,8 @@ const PUBLISH_BATCH: usize = 256;
 /// Channels subscribed to in one command when subscribing anew.
 const SUBSCRIBE_BATCH: usize = 512;
 /// A node's lease, and how often it is renewed (and other nodes' leases checked).
-pub const LEASE: Duration = Duration::from_secs(3);
-pub const LEASE_RENEW: Duration = Duration::from_secs(1);
+pub(crate) const LEASE: Duration = Duration::from_secs(3);
+pub(crate) const LEASE_RENEW: Duration = Duration::from_secs(1);
 /// How often this node's changed subscription counts are written to Redis.
 const COUNTS_EVERY: Duration = Duration::from_millis(100);
 
@@ -57,7 +57,7 @@ async fn within<T>(command: impl Future<Output = redis::RedisResult<T>>) -> redi
 }
 
 /// Everything the link needs besides the cluster handle.
-pub struct LinkContext {
+pub(crate) struct LinkContext {
     pub cluster: Arc<Cluster>,
     pub apps: AppStore,
     /// This node's part of socket ids, to recognise an excluded socket as one of ours.
@@ -93,7 +93,7 @@ impl Scripts {
 }
 
 /// Runs the link until `stop` turns true, then removes this node's state from Redis.
-pub async fn run(ctx: LinkContext, queues: Queues, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn run(ctx: LinkContext, queues: Queues, mut stop: watch::Receiver<bool>) {
     let Queues {
         mut outgoing,
         mut presence,

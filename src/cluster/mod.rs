@@ -17,11 +17,11 @@
 //! messages are dropped and counted (the queue to Redis is bounded), the log says so once,
 //! and on reconnect the node subscribes again to every channel it has subscribers on.
 
-pub mod interest;
-pub mod link;
-pub mod queries;
-pub mod scripts;
-pub mod wire;
+pub(crate) mod interest;
+pub(crate) mod link;
+pub(crate) mod queries;
+pub(crate) mod scripts;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,11 +34,11 @@ use crate::config::ClusterSettings;
 use interest::Interest;
 
 /// Publishes waiting for the Redis connection; past it they are dropped (and counted).
-pub const PUBLISH_QUEUE: usize = 16 * 1024;
+pub(crate) const PUBLISH_QUEUE: usize = 16 * 1024;
 
 /// One publish on its way to Redis.
 #[derive(Debug)]
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     pub key: String,
     pub payload: Bytes,
     /// A cache channel's event, also kept in Redis for subscribers on nodes that were not
@@ -49,7 +49,7 @@ pub struct Outgoing {
 /// A node-level presence transition on its way to Redis: a user's first socket on this node
 /// joined a channel, or its last one left.
 #[derive(Debug)]
-pub enum PresenceOp {
+pub(crate) enum PresenceOp {
     Join {
         app_id: Arc<str>,
         channel: Arc<str>,
@@ -78,14 +78,14 @@ pub enum PresenceOp {
 
 /// The receiving ends of the queues the link drains.
 #[derive(Debug)]
-pub struct Queues {
+pub(crate) struct Queues {
     pub outgoing: mpsc::Receiver<Outgoing>,
     pub presence: mpsc::Receiver<PresenceOp>,
 }
 
 /// This node's handle on the cluster, shared by the registries and the HTTP API.
 #[derive(Debug)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub node_id: Arc<str>,
     pub prefix: String,
     pub redis_url: String,
@@ -100,7 +100,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// The handle, and the receiving ends of its queues for [`link::run`].
-    pub fn new(settings: &ClusterSettings, redis_url: &str) -> (Arc<Cluster>, Queues) {
+    pub(crate) fn new(settings: &ClusterSettings, redis_url: &str) -> (Arc<Cluster>, Queues) {
         let node_id: Arc<str> = match &settings.node_id {
             Some(id) => Arc::from(id.as_str()),
             None => Arc::from(format!("node-{:08x}", rand::random::<u32>())),
@@ -121,7 +121,7 @@ impl Cluster {
     }
 
     /// A connection to Redis for queries; `None` while the link is not connected.
-    pub fn commands(&self) -> Option<redis::aio::MultiplexedConnection> {
+    pub(crate) fn commands(&self) -> Option<redis::aio::MultiplexedConnection> {
         self.commands.lock().clone()
     }
 
@@ -130,55 +130,55 @@ impl Cluster {
     }
 
     /// This node's subscription counts: field `APP\nCHANNEL`, value the local count.
-    pub fn counts_key(&self, node: &str) -> String {
+    pub(crate) fn counts_key(&self, node: &str) -> String {
         format!("{}:node:{node}:subs", self.prefix)
     }
 
     /// This node's connection count per app id.
-    pub fn connections_key(&self, node: &str) -> String {
+    pub(crate) fn connections_key(&self, node: &str) -> String {
         format!("{}:node:{node}:conns", self.prefix)
     }
 
     /// The stream of webhook events every node delivers from.
-    pub fn webhook_stream(&self) -> String {
+    pub(crate) fn webhook_stream(&self) -> String {
         format!("{}:wh:events", self.prefix)
     }
 
     /// `channel_vacated` and `member_removed` webhooks waiting out their delay.
-    pub fn webhook_delayed(&self) -> String {
+    pub(crate) fn webhook_delayed(&self) -> String {
         format!("{}:wh:delayed", self.prefix)
     }
 
     /// The nodes with subscribers of an app's channel (for occupancy webhooks).
-    pub fn occupancy_key(&self, app_id: &str, channel: &str) -> String {
+    pub(crate) fn occupancy_key(&self, app_id: &str, channel: &str) -> String {
         format!("{}:{app_id}:occ:{channel}", self.prefix)
     }
 
     /// The channels a node has subscribers of, as `A\nC` (for occupancy webhooks).
-    pub fn node_occupancy_key(&self, node: &str) -> String {
+    pub(crate) fn node_occupancy_key(&self, node: &str) -> String {
         format!("{}:node:{node}:occ", self.prefix)
     }
 
     /// Redis is known to be unreachable: presence is kept locally until it is back.
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.interest.is_down()
     }
 
     /// Queues a presence transition for Redis. A full queue (Redis far behind) drops it and
     /// counts it; the node's presence is asserted anew on every reconnect.
-    pub fn presence(&self, op: PresenceOp) {
+    pub(crate) fn presence(&self, op: PresenceOp) {
         if self.presence.try_send(op).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// The Redis channel of an app's channel.
-    pub fn key(&self, app_id: &str, channel: &str) -> String {
+    pub(crate) fn key(&self, app_id: &str, channel: &str) -> String {
         format!("{}:{app_id}:{channel}", self.prefix)
     }
 
     /// The app id and channel a Redis channel of this cluster stands for.
-    pub fn parse_key<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+    pub(crate) fn parse_key<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
         key.strip_prefix(self.prefix.as_str())?
             .strip_prefix(':')?
             .split_once(':')
@@ -186,7 +186,7 @@ impl Cluster {
 
     /// Sends a publish that was delivered locally to the other nodes. Never waits: a full
     /// queue (Redis away or too slow) drops the message and counts it.
-    pub fn publish(&self, app_id: &str, channel: &str, except: Option<&str>, frame: &Bytes) {
+    pub(crate) fn publish(&self, app_id: &str, channel: &str, except: Option<&str>, frame: &Bytes) {
         self.send(Outgoing {
             key: self.key(app_id, channel),
             payload: wire::encode(&self.node_id, except, frame),
@@ -195,7 +195,7 @@ impl Cluster {
     }
 
     /// Like [`Cluster::publish`] for a cache channel: the event is also kept in Redis for `ttl`.
-    pub fn publish_cached(
+    pub(crate) fn publish_cached(
         &self,
         app_id: &str,
         channel: &str,
@@ -211,7 +211,7 @@ impl Cluster {
     }
 
     /// Where a cache channel's last event is kept.
-    pub fn cache_key(&self, app_id: &str, channel: &str) -> String {
+    pub(crate) fn cache_key(&self, app_id: &str, channel: &str) -> String {
         format!("{}:{app_id}:cache:{channel}", self.prefix)
     }
 
@@ -223,35 +223,35 @@ impl Cluster {
 }
 
 /// The message that asks every node to close a user's sockets (`terminate_connections`).
-pub const TERMINATE: &[u8] = b"T1";
+pub(crate) const TERMINATE: &[u8] = b"T1";
 
 /// What a registry needs to tell the cluster about its channels.
 #[derive(Debug, Clone)]
-pub struct ClusterChannels {
+pub(crate) struct ClusterChannels {
     pub cluster: Arc<Cluster>,
     pub app_id: Arc<str>,
 }
 
 impl ClusterChannels {
     /// First local subscriber; true when it may be acknowledged at once.
-    pub fn want(&self, channel: &str) -> bool {
+    pub(crate) fn want(&self, channel: &str) -> bool {
         self.cluster
             .interest
             .want(&self.cluster.key(&self.app_id, channel))
     }
 
     /// Last local subscriber gone.
-    pub fn unwant(&self, channel: &str) {
+    pub(crate) fn unwant(&self, channel: &str) {
         self.cluster
             .interest
             .unwant(&self.cluster.key(&self.app_id, channel));
     }
 
-    pub fn publish(&self, channel: &str, except: Option<&str>, frame: &Bytes) {
+    pub(crate) fn publish(&self, channel: &str, except: Option<&str>, frame: &Bytes) {
         self.cluster.publish(&self.app_id, channel, except, frame);
     }
 
-    pub fn publish_cached(
+    pub(crate) fn publish_cached(
         &self,
         channel: &str,
         except: Option<&str>,
@@ -262,12 +262,12 @@ impl ClusterChannels {
             .publish_cached(&self.app_id, channel, except, frame, ttl);
     }
 
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.cluster.is_down()
     }
 
     /// Asks every node to close the sockets signed in as `user`.
-    pub fn terminate(&self, user: &str) {
+    pub(crate) fn terminate(&self, user: &str) {
         self.cluster.send(Outgoing {
             key: self.cluster.key(
                 &self.app_id,
@@ -279,7 +279,7 @@ impl ClusterChannels {
     }
 
     /// A user's first socket on this node signed in.
-    pub fn signed_in(&self, user_id: &Arc<str>) {
+    pub(crate) fn signed_in(&self, user_id: &Arc<str>) {
         self.cluster.presence(PresenceOp::SignedIn {
             app_id: self.app_id.clone(),
             user_id: user_id.clone(),
@@ -287,7 +287,7 @@ impl ClusterChannels {
     }
 
     /// A user's last socket on this node signed out.
-    pub fn signed_out(&self, user_id: &Arc<str>) {
+    pub(crate) fn signed_out(&self, user_id: &Arc<str>) {
         self.cluster.presence(PresenceOp::SignedOut {
             app_id: self.app_id.clone(),
             user_id: user_id.clone(),
@@ -295,7 +295,7 @@ impl ClusterChannels {
     }
 
     /// A user's first socket on this node joined `channel`.
-    pub fn presence_join(
+    pub(crate) fn presence_join(
         &self,
         channel: &str,
         user_id: &Arc<str>,
@@ -312,7 +312,7 @@ impl ClusterChannels {
     }
 
     /// A user's last socket on this node left `channel`.
-    pub fn presence_leave(&self, channel: &str, user_id: &Arc<str>) {
+    pub(crate) fn presence_leave(&self, channel: &str, user_id: &Arc<str>) {
         self.cluster.presence(PresenceOp::Leave {
             app_id: self.app_id.clone(),
             channel: Arc::from(channel),

@@ -14,7 +14,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What to read.
 #[derive(Debug, Clone, Copy)]
-pub enum Scope<'a> {
+pub(crate) enum Scope<'a> {
     /// One channel's counts.
     Channel(&'a str),
     /// Every channel of the app.
@@ -25,7 +25,7 @@ pub enum Scope<'a> {
 
 /// Counts for the whole cluster.
 #[derive(Debug, Default)]
-pub struct ClusterCounts {
+pub(crate) struct ClusterCounts {
     /// Occupied channels (in the scope) and their counts.
     pub channels: HashMap<String, ChannelStats>,
     /// The user ids of the presence channel asked for with `Scope::Users`.
@@ -33,7 +33,11 @@ pub struct ClusterCounts {
 }
 
 /// The counts, or `None` when Redis does not answer (the caller falls back to local ones).
-pub async fn fetch(cluster: &Cluster, app_id: &str, scope: Scope<'_>) -> Option<ClusterCounts> {
+pub(crate) async fn fetch(
+    cluster: &Cluster,
+    app_id: &str,
+    scope: Scope<'_>,
+) -> Option<ClusterCounts> {
     let conn = cluster.commands()?;
     match tokio::time::timeout(QUERY_TIMEOUT, read(cluster, conn, app_id, scope)).await {
         Ok(Ok(counts)) => Some(counts),
@@ -127,7 +131,7 @@ async fn read(
 }
 
 /// Cluster-wide subscription counts of `channels` (0 where nobody is subscribed).
-pub async fn totals(
+pub(crate) async fn totals(
     cluster: &Cluster,
     conn: &mut redis::aio::MultiplexedConnection,
     app_id: &str,

@@ -33,13 +33,13 @@
 
 /// Longest the webhook stream may grow (entries are deleted once delivered; this bounds
 /// Redis's memory when no node can deliver for a long time).
-pub const STREAM_MAX: u64 = 1_000_000;
+pub(crate) const STREAM_MAX: u64 = 1_000_000;
 
 /// Registers a user's first socket on this node. KEYS: info, n, node set, version, delayed
 /// webhooks, webhook stream. ARGV: entry, user id, user_info (may be empty), max members
 /// (0: none), pub/sub channel, webhooks wanted (1/0), app id, channel, time in ms.
 /// Returns 1 (member), 0 (the channel is full).
-pub const JOIN: &str = r#"
+pub(crate) const JOIN: &str = r#"
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 1 end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 if n == 1 then
@@ -65,7 +65,7 @@ return 1
 
 /// Unregisters a user's last socket on this node. KEYS as for [`JOIN`]. ARGV: entry, user
 /// id, pub/sub channel, webhooks wanted (1/0), app id, channel, time in ms.
-pub const LEAVE: &str = r#"
+pub(crate) const LEAVE: &str = r#"
 if redis.call('SREM', KEYS[3], ARGV[1]) == 0 then return 0 end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
 if n <= 0 then
@@ -84,7 +84,7 @@ return 1
 /// node's channel set `P:node:N:occ`, delayed webhooks, webhook stream. ARGV: node id,
 /// `A\nC`, app id, channel, time in ms, stream bound. Queues `channel_occupied` when the
 /// channel was empty cluster-wide, unless it cancels a `channel_vacated` still waiting.
-pub const OCCUPY: &str = r#"
+pub(crate) const OCCUPY: &str = r#"
 redis.call('SADD', KEYS[2], ARGV[2])
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 1 then
   local pending = ARGV[3] .. '\nchannel_vacated\n' .. ARGV[4] .. '\n'
@@ -99,7 +99,7 @@ return 0
 
 /// The node's last subscriber of a channel left. KEYS and ARGV as for [`OCCUPY`]. The
 /// cluster's last one puts `channel_vacated` in the delayed set.
-pub const VACATE: &str = r#"
+pub(crate) const VACATE: &str = r#"
 redis.call('SREM', KEYS[2], ARGV[2])
 if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 0 then
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3] .. '\nchannel_vacated\n' .. ARGV[4] .. '\n')
@@ -110,7 +110,7 @@ return 0
 
 /// Moves the delayed webhooks created at or before ARGV[1] (ms) to the stream, at most
 /// ARGV[2] of them. KEYS: delayed webhooks, webhook stream. ARGV[3]: stream bound.
-pub const PROMOTE: &str = r#"
+pub(crate) const PROMOTE: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
 for i = 1, #due, 2 do
   local m = due[i]
@@ -125,7 +125,7 @@ return #due / 2
 
 /// A `cache_miss` at most once per channel per ARGV[1] ms. KEYS: the channel's marker,
 /// webhook stream. ARGV: quiet ms, app id, channel, time in ms, stream bound.
-pub const CACHE_MISS: &str = r#"
+pub(crate) const CACHE_MISS: &str = r#"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'a', ARGV[2], 't', ARGV[4], 'k', 'cache_miss', 'c', ARGV[3])
 return 1
@@ -135,7 +135,7 @@ return 1
 /// sent; above ARGV[6] subscribers at most every ARGV[7] ms (returns 2: ask again later).
 /// KEYS: `P:A:wh:count`, webhook stream. ARGV: channel, count, time in ms, app id, the
 /// event's JSON, busy threshold, busy interval, stream bound.
-pub const COUNT: &str = r#"
+pub(crate) const COUNT: &str = r#"
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
 local last_n, last_t = nil, 0
 if prev then
@@ -156,7 +156,7 @@ return 1
 
 /// A user's first socket on this node signed in. KEYS: online hash `P:A:online`, node set
 /// `P:node:N:online`. ARGV: entry `A\nU`, user id, pub/sub channel `P:A:#watch:U`.
-pub const SIGNED_IN: &str = r#"
+pub(crate) const SIGNED_IN: &str = r#"
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
 if redis.call('HINCRBY', KEYS[1], ARGV[2], 1) == 1 then
   redis.call('PUBLISH', ARGV[3], 'W1+')
@@ -165,7 +165,7 @@ return 1
 "#;
 
 /// A user's last socket on this node signed out. KEYS and ARGV as for [`SIGNED_IN`].
-pub const SIGNED_OUT: &str = r#"
+pub(crate) const SIGNED_OUT: &str = r#"
 if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
 if redis.call('HINCRBY', KEYS[1], ARGV[2], -1) <= 0 then
   redis.call('HDEL', KEYS[1], ARGV[2])
@@ -176,7 +176,7 @@ return 1
 
 /// The member list and the version it is at. KEYS: info, version.
 /// Returns `{version, user1, info1, user2, info2, …}`.
-pub const SNAPSHOT: &str = r#"
+pub(crate) const SNAPSHOT: &str = r#"
 local v = tonumber(redis.call('GET', KEYS[2]) or '0')
 local out = {v}
 local all = redis.call('HGETALL', KEYS[1])
@@ -189,7 +189,7 @@ return out
 /// last node of, as delayed webhooks).
 /// Skipped while N's lease lives, unless forced (a node cleaning up after itself).
 /// ARGV: prefix, node id, force (1/0), time in ms. Returns how many entries were removed.
-pub const CLEANUP: &str = r#"
+pub(crate) const CLEANUP: &str = r#"
 local p, node = ARGV[1], ARGV[2]
 local delayed = p .. ':wh:delayed'
 if ARGV[3] ~= '1' and redis.call('EXISTS', p .. ':node:' .. node .. ':alive') == 1 then

@@ -14,7 +14,7 @@ const MAGIC: &[u8; 2] = b"C1";
 
 /// A publish as it arrives from another node.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Delivery<'a> {
+pub(crate) struct Delivery<'a> {
     pub origin: &'a str,
     pub except: Option<&'a str>,
     pub frame: Bytes,
@@ -22,7 +22,7 @@ pub struct Delivery<'a> {
 
 /// Encodes a publish; `origin` and `except` are at most 255 bytes (node ids are capped at 64
 /// by the configuration, socket ids are two numbers).
-pub fn encode(origin: &str, except: Option<&str>, frame: &[u8]) -> Bytes {
+pub(crate) fn encode(origin: &str, except: Option<&str>, frame: &[u8]) -> Bytes {
     let except = except.unwrap_or("");
     let origin = &origin.as_bytes()[..origin.len().min(255)];
     let except = &except.as_bytes()[..except.len().min(255)];
@@ -37,7 +37,7 @@ pub fn encode(origin: &str, except: Option<&str>, frame: &[u8]) -> Bytes {
 }
 
 /// Decodes a payload; `None` for anything that is not one of ours.
-pub fn decode(payload: &Bytes) -> Option<Delivery<'_>> {
+pub(crate) fn decode(payload: &Bytes) -> Option<Delivery<'_>> {
     let rest = payload.strip_prefix(MAGIC)?;
     let (&origin_len, rest) = rest.split_first()?;
     let origin = std::str::from_utf8(rest.get(..origin_len as usize)?).ok()?;
@@ -54,7 +54,7 @@ pub fn decode(payload: &Bytes) -> Option<Delivery<'_>> {
 
 /// A presence member event, as a Redis script published it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberEvent {
+pub(crate) struct MemberEvent {
     pub added: bool,
     /// The channel's presence version after this event.
     pub version: u64,
@@ -64,7 +64,7 @@ pub struct MemberEvent {
 }
 
 /// Decodes a member event; `None` for anything else.
-pub fn decode_member(payload: &[u8]) -> Option<MemberEvent> {
+pub(crate) fn decode_member(payload: &[u8]) -> Option<MemberEvent> {
     let text = std::str::from_utf8(payload.strip_prefix(b"P1")?).ok()?;
     let added = match text.as_bytes().first()? {
         b'+' => true,

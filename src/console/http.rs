@@ -32,7 +32,7 @@ use crate::protocol::auth;
 use crate::server::ServerContext;
 
 /// The body of any console answer: a whole one, or the live stream.
-pub type ConsoleBody = Either<Full<Bytes>, Stream>;
+pub(crate) type ConsoleBody = Either<Full<Bytes>, Stream>;
 
 /// Channels listed in a `stats` line, busiest first; the rest are counted.
 const STATS_CHANNELS: usize = 200;
@@ -48,7 +48,7 @@ const UPLOT_CSS: &[u8] = include_bytes!("assets/uplot.min.css");
 const PAGE_POLICY: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
 
 /// Whether `path` belongs to the console.
-pub fn is_console_path(path: &str) -> bool {
+pub(crate) fn is_console_path(path: &str) -> bool {
     path == "/console" || path.starts_with("/console/")
 }
 
@@ -74,7 +74,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<ConsoleBody
 }
 
 /// Answers a request under `/console`.
-pub async fn handle(req: Request<Incoming>, ctx: &ServerContext) -> Response<ConsoleBody> {
+pub(crate) async fn handle(req: Request<Incoming>, ctx: &ServerContext) -> Response<ConsoleBody> {
     let Some(token) = ctx.settings.console_token.as_deref() else {
         return error(
             StatusCode::NOT_FOUND,

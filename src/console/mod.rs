@@ -15,8 +15,8 @@
 //! cost of one Redis publish per line per node while someone watches, and one Redis read per
 //! node per second while nobody does.
 
-pub mod http;
-pub mod viewer;
+pub(crate) mod http;
+pub(crate) mod viewer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -31,11 +31,11 @@ use viewer::Viewer;
 
 /// The cluster channel (in the app's key space) that carries console lines between nodes;
 /// `#` cannot start a Pusher channel name, so no client can subscribe to it.
-pub const CLUSTER_CHANNEL: &str = "#console";
+pub(crate) const CLUSTER_CHANNEL: &str = "#console";
 
 /// One app's console: who watches, and where its lines go.
 #[derive(Debug, Default)]
-pub struct Console {
+pub(crate) struct Console {
     /// Local viewers, or another node's: the one flag the hot paths read.
     open: AtomicBool,
     local: AtomicUsize,
@@ -54,7 +54,7 @@ fn now_ms() -> u64 {
 }
 
 impl Console {
-    pub fn new(cluster: Option<ClusterChannels>) -> Self {
+    pub(crate) fn new(cluster: Option<ClusterChannels>) -> Self {
         Console {
             cluster,
             ..Console::default()
@@ -63,12 +63,12 @@ impl Console {
 
     /// Whether anyone watches; callers build a line only when this is true.
     #[inline]
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.open.load(Ordering::Relaxed)
     }
 
     /// Whether a viewer is connected to this node.
-    pub fn watched_here(&self) -> bool {
+    pub(crate) fn watched_here(&self) -> bool {
         self.local.load(Ordering::Relaxed) > 0
     }
 
@@ -78,14 +78,14 @@ impl Console {
     }
 
     /// Another node has (or no longer has) a viewer on this app.
-    pub fn set_remote_watched(&self, watched: bool) {
+    pub(crate) fn set_remote_watched(&self, watched: bool) {
         if self.remote.swap(watched, Ordering::Relaxed) != watched {
             self.refresh_open();
         }
     }
 
     /// Reports `kind` with `fields` (a JSON object) to every viewer of the cluster.
-    pub fn record(&self, kind: &str, fields: Value) {
+    pub(crate) fn record(&self, kind: &str, fields: Value) {
         if !self.is_open() {
             return;
         }
@@ -100,24 +100,24 @@ impl Console {
     }
 
     /// An HTTP API event: counted for the figures, and reported.
-    pub fn api_event(&self, fields: Value) {
+    pub(crate) fn api_event(&self, fields: Value) {
         self.api_events.fetch_add(1, Ordering::Relaxed);
         self.record("api_event", fields);
     }
 
-    pub fn api_events(&self) -> u64 {
+    pub(crate) fn api_events(&self) -> u64 {
         self.api_events.load(Ordering::Relaxed)
     }
 
     /// Hands an encoded line (ours, or another node's) to this node's viewers.
-    pub fn relay(&self, line: &Bytes) {
+    pub(crate) fn relay(&self, line: &Bytes) {
         for viewer in self.viewers.lock().iter() {
             viewer.push(line.clone());
         }
     }
 
     /// A new viewer on this node; it stops receiving once [`Console::leave`] is called.
-    pub fn join(&self) -> Arc<Viewer> {
+    pub(crate) fn join(&self) -> Arc<Viewer> {
         let viewer = Arc::new(Viewer::default());
         let mut viewers = self.viewers.lock();
         viewers.push(viewer.clone());
@@ -130,7 +130,7 @@ impl Console {
         viewer
     }
 
-    pub fn leave(&self, viewer: &Arc<Viewer>) {
+    pub(crate) fn leave(&self, viewer: &Arc<Viewer>) {
         let mut viewers = self.viewers.lock();
         let before = viewers.len();
         viewers.retain(|v| !Arc::ptr_eq(v, viewer));
@@ -144,7 +144,7 @@ impl Console {
     }
 
     /// Ends every viewer's stream (the server is stopping).
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         for viewer in self.viewers.lock().iter() {
             viewer.close();
         }
@@ -153,7 +153,7 @@ impl Console {
 
 /// One line as the page reads it: a server-sent event whose data is `fields` with `type`,
 /// `time` and (in a cluster) `node` added.
-pub fn encode(kind: &str, fields: Value, node: Option<&str>) -> Bytes {
+pub(crate) fn encode(kind: &str, fields: Value, node: Option<&str>) -> Bytes {
     let mut object = match fields {
         Value::Object(map) => map,
         _ => Map::new(),

@@ -19,14 +19,14 @@ use serde_json::json;
 use super::{Console, encode};
 
 /// Lines a viewer may have waiting.
-pub const MAX_LINES: usize = 4096;
+pub(crate) const MAX_LINES: usize = 4096;
 /// Bytes a viewer may have waiting.
-pub const MAX_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Most bytes handed to hyper in one frame.
 const CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
-pub struct Viewer {
+pub(crate) struct Viewer {
     state: Mutex<State>,
 }
 
@@ -42,7 +42,7 @@ struct State {
 
 impl Viewer {
     /// Queues a line, or counts it as dropped when the queue is full.
-    pub fn push(&self, line: Bytes) {
+    pub(crate) fn push(&self, line: Bytes) {
         let mut state = self.state.lock();
         if state.closed {
             return;
@@ -61,7 +61,7 @@ impl Viewer {
     }
 
     /// Ends the stream once what is queued has gone out.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut state = self.state.lock();
         state.closed = true;
         let waker = state.waker.take();
@@ -71,13 +71,13 @@ impl Viewer {
         }
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.state.lock().closed
     }
 
     /// Everything queued (for tests).
     #[cfg(test)]
-    pub fn take_all(&self) -> Vec<Bytes> {
+    pub(crate) fn take_all(&self) -> Vec<Bytes> {
         let mut state = self.state.lock();
         state.bytes = 0;
         state.lines.drain(..).collect()
@@ -115,13 +115,13 @@ impl Viewer {
 
 /// The response body of `GET /console/api/apps/{id}/stream`. Dropping it (the page went
 /// away) takes the viewer off the console.
-pub struct Stream {
+pub(crate) struct Stream {
     viewer: Arc<Viewer>,
     console: Arc<Console>,
 }
 
 impl Stream {
-    pub fn new(console: Arc<Console>, viewer: Arc<Viewer>) -> Self {
+    pub(crate) fn new(console: Arc<Console>, viewer: Arc<Viewer>) -> Self {
         Stream { viewer, console }
     }
 }

@@ -18,18 +18,18 @@ use crate::apps::App;
 use crate::protocol::{auth, query};
 
 /// How far a request's `auth_timestamp` may be from the server's clock.
-pub const TIMESTAMP_WINDOW_SECS: u64 = 600;
+pub(crate) const TIMESTAMP_WINDOW_SECS: u64 = 600;
 
 /// A request whose signature, key, timestamp and body hash were checked.
 #[derive(Debug)]
-pub struct VerifiedRequest<'q> {
+pub(crate) struct VerifiedRequest<'q> {
     pub app: Arc<App>,
     pub params: Vec<query::Pair<'q>>,
     pub body: Bytes,
 }
 
 impl VerifiedRequest<'_> {
-    pub fn param(&self, key: &str) -> Option<&str> {
+    pub(crate) fn param(&self, key: &str) -> Option<&str> {
         query::get(&self.params, key)
     }
 }
@@ -38,18 +38,18 @@ impl VerifiedRequest<'_> {
 /// takes before the server reads a single byte of the body. The body's hash is checked by
 /// [`SignedHead::with_body`].
 #[derive(Debug)]
-pub struct SignedHead<'q> {
+pub(crate) struct SignedHead<'q> {
     app: Arc<App>,
     params: Vec<query::Pair<'q>>,
 }
 
 impl<'q> SignedHead<'q> {
-    pub fn param(&self, key: &str) -> Option<&str> {
+    pub(crate) fn param(&self, key: &str) -> Option<&str> {
         query::get(&self.params, key)
     }
 
     /// Checks `body` against the signed `body_md5`.
-    pub fn with_body(self, body: Bytes) -> Result<VerifiedRequest<'q>, ApiError> {
+    pub(crate) fn with_body(self, body: Bytes) -> Result<VerifiedRequest<'q>, ApiError> {
         let body_md5 = self.param("body_md5");
         if !body.is_empty() || body_md5.is_some() {
             let actual: [u8; 16] = Md5::digest(&body).into();
@@ -81,7 +81,7 @@ impl<'q> SignedHead<'q> {
 
 /// Checks key, version, timestamp and signature: everything but the body, whose hash the
 /// signed query carries (`body_md5`), so no unsigned request gets its body read.
-pub fn verify_head<'q>(
+pub(crate) fn verify_head<'q>(
     app: Arc<App>,
     method: &str,
     path: &str,
@@ -133,7 +133,8 @@ pub fn verify_head<'q>(
 }
 
 /// [`verify_head`] and [`SignedHead::with_body`] in one, for a body already in hand.
-pub fn verify<'q>(
+#[cfg(test)]
+pub(crate) fn verify<'q>(
     app: Arc<App>,
     method: &str,
     path: &str,

@@ -20,7 +20,7 @@ fn attributes(req: &VerifiedRequest) -> Vec<String> {
 }
 
 /// `GET /channels`: occupied channels, optionally filtered by prefix.
-pub fn list(req: &VerifiedRequest, counts: &Counts) -> Result<String, ApiError> {
+pub(crate) fn list(req: &VerifiedRequest, counts: &Counts) -> Result<String, ApiError> {
     let prefix = req.param("filter_by_prefix").unwrap_or("");
     let attrs = attributes(req);
     let user_count = attrs.iter().any(|a| a == "user_count");
@@ -47,7 +47,7 @@ pub fn list(req: &VerifiedRequest, counts: &Counts) -> Result<String, ApiError> 
 }
 
 /// `GET /channels/{name}`: `occupied` always, other attributes on request.
-pub fn info(req: &VerifiedRequest, counts: &Counts, name: &str) -> Result<String, ApiError> {
+pub(crate) fn info(req: &VerifiedRequest, counts: &Counts, name: &str) -> Result<String, ApiError> {
     let spec = channel::classify(name)
         .map_err(|e| ApiError::BadRequest(format!("Invalid channel name: {e}")))?;
     let attrs = attributes(req);
@@ -93,7 +93,7 @@ pub fn info(req: &VerifiedRequest, counts: &Counts, name: &str) -> Result<String
 }
 
 /// `GET /channels/{name}/users`: distinct user ids of a presence channel.
-pub fn users(counts: &Counts, name: &str) -> Result<String, ApiError> {
+pub(crate) fn users(counts: &Counts, name: &str) -> Result<String, ApiError> {
     let spec = channel::classify(name)
         .map_err(|e| ApiError::BadRequest(format!("Invalid channel name: {e}")))?;
     if spec.kind != ChannelKind::Presence {

@@ -6,14 +6,14 @@ use crate::apps::App;
 use crate::channels::{ChannelStats, Registry};
 use crate::cluster::queries::{self, ClusterCounts, Scope};
 
-pub enum Counts<'a> {
+pub(crate) enum Counts<'a> {
     Local(&'a Registry),
     Cluster(ClusterCounts),
 }
 
 impl Counts<'_> {
     /// The counts `scope` needs, cluster-wide when the app is in a cluster.
-    pub async fn gather<'a>(app: &'a App, scope: Scope<'_>) -> Counts<'a> {
+    pub(crate) async fn gather<'a>(app: &'a App, scope: Scope<'_>) -> Counts<'a> {
         if let Some(cluster) = &app.cluster
             && let Some(counts) = queries::fetch(&cluster.cluster, &cluster.app_id, scope).await
         {
@@ -23,7 +23,7 @@ impl Counts<'_> {
     }
 
     /// Counts of an occupied channel; `None` when nobody is subscribed.
-    pub fn stats(&self, channel: &str) -> Option<ChannelStats> {
+    pub(crate) fn stats(&self, channel: &str) -> Option<ChannelStats> {
         match self {
             Counts::Local(registry) => registry.stats(channel),
             Counts::Cluster(c) => c.channels.get(channel).copied(),
@@ -31,7 +31,7 @@ impl Counts<'_> {
     }
 
     /// Occupied channels whose name starts with `prefix`.
-    pub fn channels(&self, prefix: &str) -> Vec<(String, ChannelStats)> {
+    pub(crate) fn channels(&self, prefix: &str) -> Vec<(String, ChannelStats)> {
         match self {
             Counts::Local(registry) => registry.channels(prefix),
             Counts::Cluster(c) => c
@@ -44,7 +44,7 @@ impl Counts<'_> {
     }
 
     /// User ids of a presence channel (gathered with `Scope::Users`).
-    pub fn users(&self, channel: &str) -> Vec<String> {
+    pub(crate) fn users(&self, channel: &str) -> Vec<String> {
         match self {
             Counts::Local(registry) => registry.users(channel),
             Counts::Cluster(c) => c.users.clone(),

@@ -8,7 +8,7 @@ use hyper::{Response, StatusCode};
 use crate::protocol::clip::{self, clip};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// 400: malformed body or parameters.
     BadRequest(String),
     /// 401: bad signature, key, timestamp or body hash.
@@ -30,7 +30,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -44,7 +44,7 @@ impl ApiError {
         }
     }
 
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         match self {
             ApiError::BadRequest(m)
             | ApiError::Unauthorized(m)
@@ -58,14 +58,14 @@ impl ApiError {
         }
     }
 
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
         let message = clip(self.message(), clip::MAX_MESSAGE);
         let body = serde_json::json!({ "error": message }).to_string();
         json_response(self.status(), body)
     }
 }
 
-pub fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -70,7 +70,7 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::BadRequest(message.into())
 }
 
-pub fn trigger(
+pub(crate) fn trigger(
     req: &VerifiedRequest,
     socket_ids: &SocketIds,
     counts: &Counts,
@@ -91,7 +91,7 @@ pub fn trigger(
 
 /// Publishes one event given as `POST /events` takes it, for a caller that has already
 /// authorized the request some other way (the debug console).
-pub fn publish_json(app: &App, body: &[u8], socket_ids: &SocketIds) -> Result<(), ApiError> {
+pub(crate) fn publish_json(app: &App, body: &[u8], socket_ids: &SocketIds) -> Result<(), ApiError> {
     let body: EventBody =
         serde_json::from_slice(body).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
     let event = prepare(app, body, socket_ids, true)?;
@@ -100,7 +100,7 @@ pub fn publish_json(app: &App, body: &[u8], socket_ids: &SocketIds) -> Result<()
 }
 
 /// How many events a batch body holds (0 when it is not a batch: it is refused later).
-pub fn batch_len(body: &[u8]) -> u64 {
+pub(crate) fn batch_len(body: &[u8]) -> u64 {
     #[derive(Deserialize)]
     struct Count {
         batch: Vec<serde::de::IgnoredAny>,
@@ -108,7 +108,7 @@ pub fn batch_len(body: &[u8]) -> u64 {
     serde_json::from_slice::<Count>(body).map_or(0, |c| c.batch.len() as u64)
 }
 
-pub fn batch(
+pub(crate) fn batch(
     req: &VerifiedRequest,
     socket_ids: &SocketIds,
     counts: &Counts,
@@ -135,7 +135,11 @@ pub fn batch(
 /// Validates every event of a `POST /batch_events` body, then publishes them all; for a
 /// caller that has already authorized the request some other way (the embedded
 /// broadcaster).
-pub fn publish_batch_json(app: &App, body: &[u8], socket_ids: &SocketIds) -> Result<(), ApiError> {
+pub(crate) fn publish_batch_json(
+    app: &App,
+    body: &[u8],
+    socket_ids: &SocketIds,
+) -> Result<(), ApiError> {
     publish_batch(app, body, socket_ids).map(|_| ())
 }
 

@@ -2,13 +2,13 @@
 //! handler takes a [`auth::VerifiedRequest`], which only `auth::verify` produces. Handlers
 //! never touch a socket: they publish through the app's registry.
 
-pub mod auth;
-pub mod channels;
-pub mod counts;
-pub mod error;
-pub mod events;
-pub mod rate_limit;
-pub mod users;
+pub(crate) mod auth;
+pub(crate) mod channels;
+pub(crate) mod counts;
+pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod rate_limit;
+pub(crate) mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,7 +53,7 @@ impl Route {
 }
 
 /// Answers one HTTP API request. `body_timeout` bounds how long reading its body may take.
-pub async fn handle(
+pub(crate) async fn handle(
     req: Request<Incoming>,
     apps: &AppStore,
     socket_ids: &SocketIds,

@@ -12,7 +12,7 @@ use crate::cluster::Cluster;
 
 /// What a limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Events published (each event of a batch counts).
     Events,
     /// Reads: channels, channel, channel users.
@@ -37,7 +37,7 @@ impl Kind {
 
 /// One node's windows for one app: the second (upper 32 bits) and what it counted.
 #[derive(Debug, Default)]
-pub struct Windows {
+pub(crate) struct Windows {
     events: AtomicU64,
     reads: AtomicU64,
 }
@@ -69,7 +69,7 @@ impl Windows {
 }
 
 /// Whether `app` may do `n` more of `kind` this second; `Err(limit)` when it may not.
-pub async fn check(app: &App, kind: Kind, n: u64) -> Result<(), u32> {
+pub(crate) async fn check(app: &App, kind: Kind, n: u64) -> Result<(), u32> {
     let Some(limit) = kind.limit(app) else {
         return Ok(());
     };

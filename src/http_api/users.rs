@@ -5,14 +5,14 @@ use super::auth::VerifiedRequest;
 use crate::apps::App;
 use crate::channels::users::termination;
 
-pub fn terminate(req: &VerifiedRequest, user_id: &str) -> String {
+pub(crate) fn terminate(req: &VerifiedRequest, user_id: &str) -> String {
     terminate_user(&req.app, user_id);
     "{}".to_string()
 }
 
 /// Closes every connection signed in as `user_id`, on this node and (through Redis) on the
 /// others.
-pub fn terminate_user(app: &App, user_id: &str) {
+pub(crate) fn terminate_user(app: &App, user_id: &str) {
     app.users.terminate(user_id, &termination());
     if let Some(cluster) = &app.cluster {
         cluster.terminate(user_id);

@@ -15,7 +15,7 @@ use crate::cluster::Cluster;
 use crate::webhooks::Stats;
 
 #[derive(Debug)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     pub apps: AppStore,
     pub webhooks: Option<Arc<Stats>>,
     pub cluster: Option<Arc<Cluster>>,

@@ -20,29 +20,29 @@ use crate::cluster::Cluster;
 /// Whether the server takes traffic: `/ready` answers 503 while it drains or, in a cluster,
 /// while Redis is unreachable.
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     draining: AtomicBool,
     cluster: Option<Arc<Cluster>>,
 }
 
 impl Health {
-    pub fn new(cluster: Option<Arc<Cluster>>) -> Self {
+    pub(crate) fn new(cluster: Option<Arc<Cluster>>) -> Self {
         Health {
             draining: AtomicBool::new(false),
             cluster,
         }
     }
 
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
     /// `Err(why)` while the server should not get new traffic.
-    pub fn ready(&self) -> Result<(), &'static str> {
+    pub(crate) fn ready(&self) -> Result<(), &'static str> {
         if self.is_draining() {
             return Err("draining: the server is shutting down");
         }
@@ -53,7 +53,7 @@ impl Health {
     }
 
     /// The answer to `GET /up` or `GET /ready`; `None` for other paths.
-    pub fn answer(&self, path: &str) -> Option<Response<Full<Bytes>>> {
+    pub(crate) fn answer(&self, path: &str) -> Option<Response<Full<Bytes>>> {
         let (status, body) = match path {
             "/up" => (StatusCode::OK, "{\"ok\":true}".to_string()),
             "/ready" => match self.ready() {
@@ -77,7 +77,7 @@ impl Health {
 
 /// Serves the listener until `stop` turns true. A port already taken is logged, not fatal:
 /// the main port is what clients need.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: (String, u16),
     registry: Arc<Registry>,
     health: Arc<Health>,
@@ -148,7 +148,7 @@ fn respond(req: &Request<Incoming>, registry: &Registry, health: &Health) -> Res
 }
 
 /// The whole registry: the per-app families and what is read at scrape time.
-pub fn registry(families: &super::Families, gauges: super::collector::Gauges) -> Registry {
+pub(crate) fn registry(families: &super::Families, gauges: super::collector::Gauges) -> Registry {
     let mut registry = Registry::with_prefix("crier");
     families.register(&mut registry);
     registry.register_collector(Box::new(gauges));

@@ -12,10 +12,10 @@
 //! free) and to its (route, status) counter: a handle taken once for 200, a read-locked lookup
 //! for other statuses.
 
-pub mod collector;
-pub mod listener;
-pub mod spread;
-pub mod timing;
+pub(crate) mod collector;
+pub(crate) mod listener;
+pub(crate) mod spread;
+pub(crate) mod timing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,7 @@ use spread::Spread;
 use timing::Timing;
 
 /// The HTTP API's routes, as the `route` label names them; the API counts by index.
-pub const ROUTES: [&str; 6] = [
+pub(crate) const ROUTES: [&str; 6] = [
     "events",
     "batch_events",
     "channels",
@@ -65,7 +65,7 @@ struct RouteLabels {
 
 /// Every family of per-app metrics; each app takes its handles from here.
 #[derive(Debug, Clone, Default)]
-pub struct Families {
+pub(crate) struct Families {
     opened: Family<AppLabel, Counter>,
     closed: Family<CloseLabels, Counter>,
     client_events_rejected: Family<AppLabel, Counter>,
@@ -77,7 +77,7 @@ pub struct Families {
 
 impl Families {
     /// The handles of app `app_id`.
-    pub fn for_app(&self, app_id: &str) -> AppMetrics {
+    pub(crate) fn for_app(&self, app_id: &str) -> AppMetrics {
         let app: Arc<str> = Arc::from(app_id);
         let label = AppLabel { app: app.clone() };
         let counter = |f: &Family<AppLabel, Counter>| f.get_or_create(&label).clone();
@@ -112,7 +112,7 @@ impl Families {
     }
 
     /// Registers every family in `registry`.
-    pub fn register(&self, registry: &mut Registry) {
+    pub(crate) fn register(&self, registry: &mut Registry) {
         registry.register(
             "connections_opened",
             "WebSocket connections opened",
@@ -154,7 +154,7 @@ impl Families {
 /// One app's metric handles. Built detached (counting into nothing registered) for apps
 /// made outside a server, as in unit tests.
 #[derive(Debug)]
-pub struct AppMetrics {
+pub(crate) struct AppMetrics {
     app: Arc<str>,
     pub opened: Counter,
     /// Client messages and their bytes.
@@ -172,7 +172,7 @@ pub struct AppMetrics {
 }
 
 impl AppMetrics {
-    pub fn detached(app_id: &str) -> Self {
+    pub(crate) fn detached(app_id: &str) -> Self {
         AppMetrics {
             app: Arc::from(app_id),
             opened: Counter::default(),
@@ -190,19 +190,19 @@ impl AppMetrics {
 
     /// A broadcast queued `recipients` copies of a `bytes`-long frame.
     #[inline]
-    pub fn delivered(&self, recipients: usize, bytes: usize) {
+    pub(crate) fn delivered(&self, recipients: usize, bytes: usize) {
         if recipients > 0 {
             self.sent
                 .add(recipients as u64, (recipients * bytes) as u64);
         }
     }
 
-    pub fn received(&self, bytes: usize) {
+    pub(crate) fn received(&self, bytes: usize) {
         self.received.add(1, bytes as u64);
     }
 
     /// A connection ended, having sent close `code` (`None`: it could not send one).
-    pub fn closed(&self, code: Option<u16>) {
+    pub(crate) fn closed(&self, code: Option<u16>) {
         if let Some(family) = &self.closed {
             let code = code.map_or_else(|| "lost".to_string(), |c| c.to_string());
             family
@@ -216,7 +216,7 @@ impl AppMetrics {
 
     /// An HTTP API request on route `at` (an index into [`ROUTES`]) was answered with
     /// `status`.
-    pub fn http_request(&self, at: usize, status: u16, took: Duration) {
+    pub(crate) fn http_request(&self, at: usize, status: u16, took: Duration) {
         let Some(route) = ROUTES.get(at).copied() else {
             return;
         };
@@ -236,7 +236,7 @@ impl AppMetrics {
         }
     }
 
-    pub fn rate_limited(&self, at: usize) {
+    pub(crate) fn rate_limited(&self, at: usize) {
         if let (Some(family), Some(route)) = (&self.rate_limited, ROUTES.get(at).copied()) {
             family
                 .get_or_create(&RouteLabels {
@@ -247,7 +247,7 @@ impl AppMetrics {
         }
     }
 
-    pub fn fanout(&self, took: Duration) {
+    pub(crate) fn fanout(&self, took: Duration) {
         self.fanout.observe(took);
     }
 }

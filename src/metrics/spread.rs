@@ -25,21 +25,21 @@ fn slot_index() -> usize {
 
 /// Cloning shares the counts.
 #[derive(Debug, Clone, Default)]
-pub struct Spread(Arc<[Slot; SLOTS]>);
+pub(crate) struct Spread(Arc<[Slot; SLOTS]>);
 
 impl Spread {
     #[inline]
-    pub fn add(&self, count: u64, bytes: u64) {
+    pub(crate) fn add(&self, count: u64, bytes: u64) {
         let slot = &self.0[slot_index()];
         slot.count.fetch_add(count, Ordering::Relaxed);
         slot.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.0.iter().map(|s| s.count.load(Ordering::Relaxed)).sum()
     }
 
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.0.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum()
     }
 }

@@ -36,10 +36,10 @@ struct Counts {
 
 /// Cloning shares the counts.
 #[derive(Debug, Clone, Default)]
-pub struct Timing(Arc<Counts>);
+pub(crate) struct Timing(Arc<Counts>);
 
 impl Timing {
-    pub fn observe(&self, took: Duration) {
+    pub(crate) fn observe(&self, took: Duration) {
         let secs = took.as_secs_f64();
         let i = BOUNDS
             .iter()
@@ -51,7 +51,7 @@ impl Timing {
         self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.0.count.load(Ordering::Relaxed)
     }
 }

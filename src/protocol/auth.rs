@@ -17,12 +17,12 @@ fn mac(secret: &str) -> HmacSha256 {
 }
 
 /// `hex(HMAC_SHA256(secret, message))`, as the Pusher SDKs produce it.
-pub fn sign(secret: &str, message: &str) -> String {
+pub(crate) fn sign(secret: &str, message: &str) -> String {
     sign_bytes(secret, message.as_bytes())
 }
 
 /// `hex(HMAC_SHA256(secret, bytes))`: a webhook body's `X-Pusher-Signature`.
-pub fn sign_bytes(secret: &str, bytes: &[u8]) -> String {
+pub(crate) fn sign_bytes(secret: &str, bytes: &[u8]) -> String {
     let mut m = mac(secret);
     m.update(bytes);
     hex::encode(m.finalize().into_bytes())
@@ -30,7 +30,7 @@ pub fn sign_bytes(secret: &str, bytes: &[u8]) -> String {
 
 /// Whether `signature_hex` is the signature of `parts` joined (no separators added),
 /// compared in constant time.
-pub fn verify_parts(secret: &str, parts: &[&str], signature_hex: &str) -> bool {
+pub(crate) fn verify_parts(secret: &str, parts: &[&str], signature_hex: &str) -> bool {
     let mut expected = [0u8; 32];
     if hex::decode_to_slice(signature_hex, &mut expected).is_err() {
         return false;
@@ -45,7 +45,12 @@ pub fn verify_parts(secret: &str, parts: &[&str], signature_hex: &str) -> bool {
 /// Checks a channel or sign-in token `"<app_key>:<hex signature>"`: the key part must be this
 /// app's key, and the signature must cover `string_to_sign` (given in parts to avoid
 /// building the string).
-pub fn verify_token(app_key: &str, secret: &str, token: &str, string_to_sign: &[&str]) -> bool {
+pub(crate) fn verify_token(
+    app_key: &str,
+    secret: &str,
+    token: &str,
+    string_to_sign: &[&str],
+) -> bool {
     let Some((key, signature)) = token.split_once(':') else {
         return false;
     };

@@ -3,13 +3,13 @@
 //! `starts_with`, never an unanchored pattern.
 
 /// Longest channel name accepted; the server SDKs allow 200 (the docs say 164).
-pub const MAX_CHANNEL_NAME_LEN: usize = 200;
+pub(crate) const MAX_CHANNEL_NAME_LEN: usize = 200;
 
 /// Prefix of the per-user channel pusher-js subscribes to after sign-in.
-pub const USER_CHANNEL_PREFIX: &str = "#server-to-user-";
+pub(crate) const USER_CHANNEL_PREFIX: &str = "#server-to-user-";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelKind {
+pub(crate) enum ChannelKind {
     Public,
     Private,
     /// `private-encrypted-`: authorised like private; payloads are opaque ciphertext.
@@ -21,14 +21,14 @@ pub enum ChannelKind {
 
 /// A channel name that passed the naming rules, with its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChannelSpec {
+pub(crate) struct ChannelSpec {
     pub kind: ChannelKind,
     /// `cache-`, `private-cache-`, `private-encrypted-cache-` or `presence-cache-`.
     pub cache: bool,
 }
 
 impl ChannelSpec {
-    pub fn needs_auth(&self) -> bool {
+    pub(crate) fn needs_auth(&self) -> bool {
         matches!(
             self.kind,
             ChannelKind::Private | ChannelKind::Encrypted | ChannelKind::Presence
@@ -37,13 +37,13 @@ impl ChannelSpec {
 
     /// Client events are allowed on private and presence channels, never on encrypted ones
     /// (receivers could not decrypt plain text) nor public ones.
-    pub fn allows_client_events(&self) -> bool {
+    pub(crate) fn allows_client_events(&self) -> bool {
         matches!(self.kind, ChannelKind::Private | ChannelKind::Presence)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChannelNameError {
+pub(crate) enum ChannelNameError {
     Empty,
     TooLong(usize),
     BadCharacter(char),
@@ -72,7 +72,7 @@ fn allowed_char(b: u8) -> bool {
 }
 
 /// Checks a channel name and returns its kind.
-pub fn classify(name: &str) -> Result<ChannelSpec, ChannelNameError> {
+pub(crate) fn classify(name: &str) -> Result<ChannelSpec, ChannelNameError> {
     if name.is_empty() {
         return Err(ChannelNameError::Empty);
     }

@@ -4,15 +4,15 @@
 use std::borrow::Cow;
 
 /// Longest error message sent back, in bytes (before JSON escaping).
-pub const MAX_MESSAGE: usize = 1024;
+pub(crate) const MAX_MESSAGE: usize = 1024;
 /// Longest channel name quoted in a reply's `channel` field. Valid names are at most 200
 /// bytes; a somewhat longer one is still quoted whole, so that pusher-js can hand the error
 /// to the channel object it made for that name.
-pub const MAX_CHANNEL: usize = 1024;
+pub(crate) const MAX_CHANNEL: usize = 1024;
 
 /// `text`, or its first `max` bytes (cut at a character boundary) followed by `…` and how much
 /// was left out.
-pub fn clip(text: &str, max: usize) -> Cow<'_, str> {
+pub(crate) fn clip(text: &str, max: usize) -> Cow<'_, str> {
     if text.len() <= max {
         return Cow::Borrowed(text);
     }

@@ -21,7 +21,7 @@ const FIN: u8 = 0x80;
 
 /// The `data` of an outgoing event.
 #[derive(Debug, Clone, Copy)]
-pub enum Data<'a> {
+pub(crate) enum Data<'a> {
     /// A string, JSON-escaped into the frame (the HTTP API's data, `"{}"`, presence JSON).
     Text(&'a str),
     /// JSON passed through verbatim (a client event's data, an error object).
@@ -30,7 +30,7 @@ pub enum Data<'a> {
 
 /// One outgoing Pusher message.
 #[derive(Debug, Clone, Copy)]
-pub struct Event<'a> {
+pub(crate) struct Event<'a> {
     pub event: &'a str,
     pub channel: Option<&'a str>,
     pub data: Option<Data<'a>>,
@@ -64,7 +64,7 @@ impl Serialize for Event<'_> {
 }
 
 impl<'a> Event<'a> {
-    pub fn new(event: &'a str) -> Self {
+    pub(crate) fn new(event: &'a str) -> Self {
         Event {
             event,
             channel: None,
@@ -73,22 +73,22 @@ impl<'a> Event<'a> {
         }
     }
 
-    pub fn channel(mut self, channel: &'a str) -> Self {
+    pub(crate) fn channel(mut self, channel: &'a str) -> Self {
         self.channel = Some(channel);
         self
     }
 
-    pub fn text(mut self, data: &'a str) -> Self {
+    pub(crate) fn text(mut self, data: &'a str) -> Self {
         self.data = Some(Data::Text(data));
         self
     }
 
-    pub fn raw(mut self, data: &'a RawValue) -> Self {
+    pub(crate) fn raw(mut self, data: &'a RawValue) -> Self {
         self.data = Some(Data::Raw(data));
         self
     }
 
-    pub fn user_id(mut self, user_id: &'a str) -> Self {
+    pub(crate) fn user_id(mut self, user_id: &'a str) -> Self {
         self.user_id = Some(user_id);
         self
     }
@@ -105,11 +105,11 @@ impl<'a> Event<'a> {
     }
 
     /// The complete WebSocket text frame for this event.
-    pub fn to_frame(&self) -> Bytes {
+    pub(crate) fn to_frame(self) -> Bytes {
         let mut buf = Vec::with_capacity(MAX_HEADER + self.size_hint());
         buf.resize(MAX_HEADER, 0);
         // Serialising borrowed strings into a Vec cannot fail.
-        if serde_json::to_writer(&mut buf, self).is_err() {
+        if serde_json::to_writer(&mut buf, &self).is_err() {
             buf.truncate(MAX_HEADER);
         }
         finish(buf, OPCODE_TEXT)
@@ -145,7 +145,7 @@ fn control(opcode: u8, payload: &[u8]) -> Bytes {
 }
 
 /// A close frame with `code` and a reason cut to fit the 125-byte control-frame limit.
-pub fn close_frame(code: u16, reason: &str) -> Bytes {
+pub(crate) fn close_frame(code: u16, reason: &str) -> Bytes {
     let mut payload = code.to_be_bytes().to_vec();
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
@@ -155,17 +155,17 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
     control(OPCODE_CLOSE, &payload)
 }
 
-pub fn ping_frame() -> Bytes {
+pub(crate) fn ping_frame() -> Bytes {
     Bytes::from_static(&[FIN | OPCODE_PING, 0])
 }
 
-pub fn pong_frame(payload: &[u8]) -> Bytes {
+pub(crate) fn pong_frame(payload: &[u8]) -> Bytes {
     control(OPCODE_PONG, &payload[..payload.len().min(125)])
 }
 
 /// `pusher:error` with `{"code":code,"message":message}`; `code` is `null` for the
 /// non-fatal errors real Pusher reports without one.
-pub fn error_frame(code: Option<u16>, message: &str) -> Bytes {
+pub(crate) fn error_frame(code: Option<u16>, message: &str) -> Bytes {
     let message = clip(message, clip::MAX_MESSAGE);
     let data = serde_json::json!({ "code": code, "message": message });
     let raw = serde_json::value::to_raw_value(&data).ok();
@@ -177,7 +177,12 @@ pub fn error_frame(code: Option<u16>, message: &str) -> Bytes {
 
 /// `pusher:subscription_error` for `channel` with `{type, error, status}`; Echo's `.error()`
 /// fires on this form.
-pub fn subscription_error_frame(channel: &str, kind: &str, error: &str, status: u16) -> Bytes {
+pub(crate) fn subscription_error_frame(
+    channel: &str,
+    kind: &str,
+    error: &str,
+    status: u16,
+) -> Bytes {
     let error = clip(error, clip::MAX_MESSAGE);
     let channel = clip(channel, clip::MAX_CHANNEL);
     let channel = channel.as_ref();
@@ -194,7 +199,7 @@ pub fn subscription_error_frame(channel: &str, kind: &str, error: &str, status: 
 }
 
 /// The reply to `pusher:ping`, identical for every connection.
-pub fn pusher_pong() -> Bytes {
+pub(crate) fn pusher_pong() -> Bytes {
     static FRAME: &[u8] = b"\x81\x21{\"event\":\"pusher:pong\",\"data\":{}}";
     Bytes::from_static(FRAME)
 }

@@ -10,7 +10,7 @@ use super::limits::{MAX_USER_ID_LEN, MAX_WATCHLIST};
 
 /// A presence member as its `channel_data` states it.
 #[derive(Debug)]
-pub struct ChannelMember<'a> {
+pub(crate) struct ChannelMember<'a> {
     pub user_id: String,
     /// `user_info` as sent (absent or `null`: none).
     pub user_info: Option<&'a RawValue>,
@@ -18,7 +18,7 @@ pub struct ChannelMember<'a> {
 
 /// A signed-in user as its `user_data` states it.
 #[derive(Debug)]
-pub struct SignedInUser<'a> {
+pub(crate) struct SignedInUser<'a> {
     pub id: String,
     pub user_info: Option<&'a RawValue>,
     /// The watched user ids, at most [`MAX_WATCHLIST`] (see `watchlist_over`).
@@ -46,7 +46,7 @@ struct RawUserData<'a> {
 }
 
 /// A user id given as a non-empty string or as an integer (pusher-js apps send both).
-pub fn user_id_text(raw: &RawValue) -> Option<String> {
+pub(crate) fn user_id_text(raw: &RawValue) -> Option<String> {
     let text = raw.get();
     if text.starts_with('"') {
         let s: String = serde_json::from_str(text).ok()?;
@@ -64,7 +64,10 @@ fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
 
 /// Parses `channel_data`; `max_info_bytes` bounds `user_info`. The error is the message for
 /// the client.
-pub fn channel_member(text: &str, max_info_bytes: usize) -> Result<ChannelMember<'_>, String> {
+pub(crate) fn channel_member(
+    text: &str,
+    max_info_bytes: usize,
+) -> Result<ChannelMember<'_>, String> {
     if !text.trim_start().starts_with('{') {
         return Err("channel_data must be a JSON object".into());
     }
@@ -90,7 +93,7 @@ pub fn channel_member(text: &str, max_info_bytes: usize) -> Result<ChannelMember
 }
 
 /// Parses a sign-in's `user_data`. The error is the message for the client.
-pub fn signed_in_user(text: &str) -> Result<SignedInUser<'_>, String> {
+pub(crate) fn signed_in_user(text: &str) -> Result<SignedInUser<'_>, String> {
     if !text.trim_start().starts_with('{') {
         return Err("user_data must be a JSON object".into());
     }

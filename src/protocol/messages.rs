@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 /// One parsed client message.
 #[derive(Debug)]
-pub enum ClientMessage<'a> {
+pub(crate) enum ClientMessage<'a> {
     Ping,
     Pong,
     Subscribe(Subscribe),
@@ -29,7 +29,7 @@ pub enum ClientMessage<'a> {
 
 /// `pusher:subscribe` data, whether it arrived as an object or as a JSON string.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
-pub struct Subscribe {
+pub(crate) struct Subscribe {
     pub channel: String,
     #[serde(default)]
     pub auth: Option<String>,
@@ -61,7 +61,7 @@ struct Envelope<'a> {
 
 /// Why a client message was not understood; each becomes a `pusher:error` with its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParseError {
+pub(crate) enum ParseError {
     InvalidJson(String),
     InvalidFormat(String),
     BadData { event: String, reason: String },
@@ -84,7 +84,7 @@ impl std::fmt::Display for ParseError {
 const NULL: &str = "null";
 
 /// Parses one text message from a client.
-pub fn parse(text: &str) -> Result<ClientMessage<'_>, ParseError> {
+pub(crate) fn parse(text: &str) -> Result<ClientMessage<'_>, ParseError> {
     let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             ParseError::InvalidJson(e.to_string())

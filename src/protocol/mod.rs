@@ -2,13 +2,13 @@
 //! Nothing here touches a socket, a task or the registry, so all of it is unit-tested
 //! without a server.
 
-pub mod auth;
-pub mod channel;
-pub mod clip;
-pub mod codes;
-pub mod encode;
-pub mod limits;
-pub mod member_data;
-pub mod messages;
-pub mod query;
-pub mod socket_id;
+pub(crate) mod auth;
+pub(crate) mod channel;
+pub(crate) mod clip;
+pub(crate) mod codes;
+pub(crate) mod encode;
+pub(crate) mod limits;
+pub(crate) mod member_data;
+pub(crate) mod messages;
+pub(crate) mod query;
+pub(crate) mod socket_id;

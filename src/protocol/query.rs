@@ -6,10 +6,10 @@ use std::borrow::Cow;
 use percent_encoding::percent_decode_str;
 
 /// One decoded `(key, value)` pair; borrowed from the query unless decoding changed it.
-pub type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
+pub(crate) type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 /// Decoded `(key, value)` pairs in the order given.
-pub fn parse(query: &str) -> Vec<Pair<'_>> {
+pub(crate) fn parse(query: &str) -> Vec<Pair<'_>> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -30,7 +30,7 @@ fn decode(s: &str) -> Cow<'_, str> {
 }
 
 /// The first value of `key`.
-pub fn get<'p>(pairs: &'p [Pair<'_>], key: &str) -> Option<&'p str> {
+pub(crate) fn get<'p>(pairs: &'p [Pair<'_>], key: &str) -> Option<&'p str> {
     pairs
         .iter()
         .find(|(k, _)| k == key)

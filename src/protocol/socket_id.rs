@@ -7,31 +7,31 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The registry's key for one connection.
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// Issues socket ids for this process.
 #[derive(Debug)]
-pub struct SocketIds {
+pub(crate) struct SocketIds {
     node: u32,
     next: AtomicU64,
 }
 
 /// A connection's socket id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SocketId {
+pub(crate) struct SocketId {
     pub node: u32,
     pub conn: ConnId,
 }
 
 impl SocketIds {
-    pub fn new(node: u32) -> Self {
+    pub(crate) fn new(node: u32) -> Self {
         SocketIds {
             node,
             next: AtomicU64::new(1),
         }
     }
 
-    pub fn next(&self) -> SocketId {
+    pub(crate) fn next(&self) -> SocketId {
         SocketId {
             node: self.node,
             conn: self.next.fetch_add(1, Ordering::Relaxed),
@@ -39,14 +39,14 @@ impl SocketIds {
     }
 
     /// The local connection a socket id names, if it was issued by this process.
-    pub fn local_conn(&self, id: &SocketId) -> Option<ConnId> {
+    pub(crate) fn local_conn(&self, id: &SocketId) -> Option<ConnId> {
         (id.node == self.node).then_some(id.conn)
     }
 }
 
 impl SocketId {
     /// Parses `^\d+\.\d+$`; anything else (signs, spaces, overflow) is `None`.
-    pub fn parse(text: &str) -> Option<SocketId> {
+    pub(crate) fn parse(text: &str) -> Option<SocketId> {
         let (a, b) = text.split_once('.')?;
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
         if !digits(a) || !digits(b) {

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use crate::config::IpRange;
 
 #[derive(Debug)]
-pub struct ClientIps {
+pub(crate) struct ClientIps {
     limit: Option<usize>,
     trusted: Vec<IpRange>,
     open: Mutex<HashMap<IpAddr, usize>>,
@@ -22,20 +22,20 @@ pub struct ClientIps {
 
 /// One connection (or proxied request) counted against an address, until dropped.
 #[derive(Debug)]
-pub struct IpTicket {
+pub(crate) struct IpTicket {
     ip: IpAddr,
     owner: Arc<ClientIps>,
 }
 
 /// The address is at its limit.
 #[derive(Debug, PartialEq, Eq)]
-pub struct OverLimit {
+pub(crate) struct OverLimit {
     pub ip: IpAddr,
     pub limit: usize,
 }
 
 impl ClientIps {
-    pub fn new(limit: Option<usize>, trusted: Vec<IpRange>) -> Arc<ClientIps> {
+    pub(crate) fn new(limit: Option<usize>, trusted: Vec<IpRange>) -> Arc<ClientIps> {
         Arc::new(ClientIps {
             limit,
             trusted,
@@ -43,16 +43,16 @@ impl ClientIps {
         })
     }
 
-    pub fn is_limited(&self) -> bool {
+    pub(crate) fn is_limited(&self) -> bool {
         self.limit.is_some()
     }
 
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|r| r.contains(ip))
     }
 
     /// Counts one more connection from `ip`; `Ok(None)` when there is no limit.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Option<IpTicket>, OverLimit> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Option<IpTicket>, OverLimit> {
         let Some(limit) = self.limit else {
             return Ok(None);
         };
@@ -71,7 +71,7 @@ impl ClientIps {
 
     /// The client behind a trusted proxy: the right-most `X-Forwarded-For` address that is not
     /// a trusted proxy itself, or the proxy when the header names none.
-    pub fn forwarded_client(&self, proxy: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn forwarded_client(&self, proxy: IpAddr, headers: &HeaderMap) -> IpAddr {
         let hops = headers
             .get_all("x-forwarded-for")
             .iter()

@@ -7,10 +7,10 @@ use std::task::Poll;
 use tokio::net::TcpListener;
 
 /// Descriptors kept back from every budget for files, Redis, logs and the listener.
-pub const RESERVED: usize = 256;
+pub(crate) const RESERVED: usize = 256;
 
 /// The soft limit on open files (Linux's `/proc/self/limits`); `None` when unknown.
-pub fn open_files_limit() -> Option<usize> {
+pub(crate) fn open_files_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     parse_open_files(&limits)
 }
@@ -29,17 +29,17 @@ fn parse_open_files(limits: &str) -> Option<usize> {
 
 /// One open descriptor held in reserve.
 #[derive(Debug)]
-pub struct Spare(Option<File>);
+pub(crate) struct Spare(Option<File>);
 
 impl Spare {
-    pub fn new() -> Spare {
+    pub(crate) fn new() -> Spare {
         Spare(File::open("/dev/null").ok())
     }
 
     /// Called when accept fails for want of descriptors: frees the spare, accepts the waiting
     /// connection and closes it at once (its client sees a reset and can retry elsewhere),
     /// then takes the spare back. Returns whether a connection was shed.
-    pub async fn shed(&mut self, listener: &TcpListener) -> bool {
+    pub(crate) async fn shed(&mut self, listener: &TcpListener) -> bool {
         self.0 = None;
         let shed = std::future::poll_fn(|cx| match listener.poll_accept(cx) {
             Poll::Ready(Ok(_)) => Poll::Ready(true),

@@ -10,9 +10,9 @@ use crate::protocol::codes;
 use crate::websocket::live::LiveConnections;
 
 /// Time between waves.
-pub const WAVE: Duration = Duration::from_millis(100);
+pub(crate) const WAVE: Duration = Duration::from_millis(100);
 
-pub fn request() -> CloseRequest {
+pub(crate) fn request() -> CloseRequest {
     CloseRequest {
         code: Some(codes::RECONNECT_NOW),
         reason: "Server is shutting down; reconnect shortly".to_string(),
@@ -22,7 +22,7 @@ pub fn request() -> CloseRequest {
 
 /// Closes every connection open now, `total / waves` per wave, over `over`; returns once no
 /// connection is left, or one wave after the last one was asked to close.
-pub async fn run(live: Arc<LiveConnections>, over: Duration) {
+pub(crate) async fn run(live: Arc<LiveConnections>, over: Duration) {
     let total = live.len();
     let waves = (over.as_millis() / WAVE.as_millis()).max(1) as usize;
     tracing::info!(

@@ -16,10 +16,10 @@ use parking_lot::Mutex;
 use tokio::task::AbortHandle;
 
 /// How long a connection must have been in the HTTP phase before a newcomer may evict it.
-pub const EVICT_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const EVICT_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
-pub struct HttpPhase {
+pub(crate) struct HttpPhase {
     limit: usize,
     open: Mutex<Open>,
 }
@@ -41,25 +41,25 @@ struct Entry {
 
 /// A connection's place in the HTTP phase, given back on drop.
 #[derive(Debug)]
-pub struct HttpTicket {
+pub(crate) struct HttpTicket {
     id: u64,
     phase: Arc<HttpPhase>,
 }
 
 impl HttpPhase {
-    pub fn new(limit: usize) -> Arc<HttpPhase> {
+    pub(crate) fn new(limit: usize) -> Arc<HttpPhase> {
         Arc::new(HttpPhase {
             limit: limit.max(1),
             open: Mutex::default(),
         })
     }
 
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
     /// A place for a new connection, evicting the oldest stalled one when full; `None`: refuse.
-    pub fn admit(self: &Arc<Self>) -> Option<HttpTicket> {
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<HttpTicket> {
         let mut open = self.open.lock();
         if open.entries.len() >= self.limit {
             let (&oldest, entry) = open.entries.first_key_value()?;
@@ -88,29 +88,26 @@ impl HttpPhase {
 
     /// Records the task serving ticket `id`'s connection, so that it can be evicted. A task
     /// that already ended has no entry left, and nothing happens.
-    pub fn attach(&self, id: u64, task: AbortHandle) {
+    pub(crate) fn attach(&self, id: u64, task: AbortHandle) {
         if let Some(entry) = self.open.lock().entries.get_mut(&id) {
             entry.task = Some(task);
         }
     }
 
     /// Connections in the HTTP phase now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.open.lock().entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Connections closed to make room since the start.
-    pub fn evicted(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn evicted(&self) -> u64 {
         self.open.lock().evicted
     }
 }
 
 impl HttpTicket {
-    pub fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         self.id
     }
 }

@@ -5,23 +5,23 @@
 //! (pusher-js reconnects at once, to another node or to this one when it is back), let HTTP
 //! connections finish their request, and return once every connection task is gone or the
 //! grace period ends.
-//! Every connection task holds the shared [`ServerContext`], and with it the `tracker`
+//! Every connection task holds the shared `ServerContext`, and with it the `tracker`
 //! sender; the receiver sees the channel close when the last context is dropped.
 //!
 //! What a client can hold before it has proved anything is bounded here: connections in the
-//! HTTP phase ([`http_phase`]), connections per address ([`client_ips`]), the time a request's
-//! head and body may take, the size of its head, and descriptors ([`descriptors`]): WebSockets
+//! HTTP phase (`http_phase`), connections per address (`client_ips`), the time a request's
+//! head and body may take, the size of its head, and descriptors (`descriptors`): WebSockets
 //! never take the ones kept for the HTTP phase, so signed publishes always get through.
 //!
 //! With TLS on ([`tls`]) every connection first completes its handshake, inside its own task
 //! and within `http_timeout`, holding its HTTP-phase place meanwhile; then it is served
 //! exactly as a plain one.
 
-pub mod builder;
-pub mod client_ips;
-pub mod descriptors;
-pub mod drain;
-pub mod http_phase;
+pub(crate) mod builder;
+pub(crate) mod client_ips;
+pub(crate) mod descriptors;
+pub(crate) mod drain;
+pub(crate) mod http_phase;
 pub mod tls;
 
 use std::future::Future;
@@ -97,27 +97,27 @@ pub async fn listen(host: &str, port: u16) -> std::io::Result<tokio::net::TcpLis
 
 /// What request handlers and connections share.
 #[derive(Debug)]
-pub struct ServerContext {
-    pub apps: AppStore,
-    pub settings: ServerSettings,
-    pub socket_ids: SocketIds,
+pub(crate) struct ServerContext {
+    pub(crate) apps: AppStore,
+    pub(crate) settings: ServerSettings,
+    pub(crate) socket_ids: SocketIds,
     /// Every open WebSocket, for the shutdown's close.
-    pub live: Arc<LiveConnections>,
+    pub(crate) live: Arc<LiveConnections>,
     /// Tells HTTP connections and background tasks that shutdown has begun.
-    pub shutdown: watch::Receiver<bool>,
+    pub(crate) shutdown: watch::Receiver<bool>,
     /// Never sent on: `serve` waits until every clone of the context (and so of this
     /// sender) is gone.
-    pub tracker: mpsc::Sender<()>,
+    pub(crate) _tracker: mpsc::Sender<()>,
     /// Shared by every connection, so each holds a pointer rather than a copy.
-    pub connection_settings: Arc<ConnectionSettings>,
+    pub(crate) connection_settings: Arc<ConnectionSettings>,
     /// Connections before their upgrade, or carrying HTTP API requests.
-    pub http_phase: Arc<HttpPhase>,
-    pub client_ips: Arc<ClientIps>,
+    pub(crate) http_phase: Arc<HttpPhase>,
+    pub(crate) client_ips: Arc<ClientIps>,
     /// Open WebSockets past which new ones are refused with 4100, so that descriptors remain
     /// for the HTTP phase (and so for signed publishes).
-    pub max_websockets: usize,
+    pub(crate) max_websockets: usize,
     /// `/up` and `/ready`; draining refuses new WebSockets.
-    pub health: Arc<Health>,
+    pub(crate) health: Arc<Health>,
 }
 
 /// What a running server can be told.
@@ -127,7 +127,7 @@ pub enum Control {
     Drain,
     /// Close every connection now and exit (a second stop during a drain does this too).
     Now,
-    /// Serve these apps from now on (see [`AppStore::reload`]); the rest of the
+    /// Serve these apps from now on (see `AppStore::reload`); the rest of the
     /// configuration is read only at start.
     Reload(Box<Config>),
 }
@@ -249,7 +249,7 @@ pub(crate) async fn serve_inner(
         }),
         settings: config.server,
         shutdown: stop_rx,
-        tracker,
+        _tracker: tracker,
         health,
     });
 

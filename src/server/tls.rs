@@ -57,6 +57,7 @@ impl TlsCertificates {
         Ok(())
     }
 
+    /// The certificate file, re-read on SIGHUP.
     pub fn cert_path(&self) -> &Path {
         &self.cert_path
     }

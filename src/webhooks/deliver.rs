@@ -21,14 +21,14 @@ use crate::protocol::auth::sign_bytes;
 
 /// The HTTP(S) client every webhook request goes through; it keeps connections alive per
 /// receiver.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Bytes of a receiver's answer read (to keep the connection reusable), at most.
 const MAX_ANSWER: usize = 64 * 1024;
 
 /// A client for `http://` and `https://` receivers, trusting the system's root certificates
 /// (and `SSL_CERT_FILE` / `SSL_CERT_DIR` when set).
-pub fn client() -> HttpClient {
+pub(crate) fn client() -> HttpClient {
     let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
         Ok(b) => b,
         Err(e) => {
@@ -56,7 +56,7 @@ pub fn client() -> HttpClient {
 
 /// A target with what signing its requests needs.
 #[derive(Debug)]
-pub struct Receiver {
+pub(crate) struct Receiver {
     pub app_id: String,
     pub target: WebhookTarget,
     pub uri: hyper::Uri,
@@ -67,7 +67,7 @@ pub struct Receiver {
 
 impl Receiver {
     /// `None` when the target's URL or headers do not parse (the configuration checks them).
-    pub fn new(
+    pub(crate) fn new(
         app_id: &str,
         target: WebhookTarget,
         app_key: &str,
@@ -95,7 +95,7 @@ impl Receiver {
     }
 
     /// Whether requests go out under this key and secret.
-    pub fn signs_as(&self, key: &str, secret: &str) -> bool {
+    pub(crate) fn signs_as(&self, key: &str, secret: &str) -> bool {
         self.app_key == key && self.app_secret == secret
     }
 
@@ -160,7 +160,7 @@ async fn attempt(
 }
 
 /// Where a delivery's outcome is reported: the app's console, with the events' names.
-pub struct Report {
+pub(crate) struct Report {
     pub console: Arc<Console>,
     pub events: Vec<&'static str>,
 }
@@ -190,7 +190,7 @@ impl Report {
 /// Delivers `body` (created at `time_ms`) to `receiver`: retried with backoff until a 2xx or
 /// until `retry_for` after `time_ms`. Returns whether it was delivered. Each attempt's outcome
 /// goes to `report`, when given.
-pub async fn deliver(
+pub(crate) async fn deliver(
     client: &HttpClient,
     receiver: &Receiver,
     settings: &WebhookSettings,

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::Stats;
 use super::deliver::{HttpClient, Receiver, Report, deliver};
 use super::event::{WebhookEvent, body};
-use super::settings::{KindSet, WebhookKind, WebhookSettings};
+use super::settings::WebhookSettings;
 use crate::apps::AppStore;
 use crate::config::AppConfig;
 
@@ -25,7 +25,7 @@ struct TargetQueue {
 
 /// Routes events to the queues of the targets that take them.
 #[derive(Debug)]
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     apps: RwLock<HashMap<String, Vec<TargetQueue>>>,
     /// The server's apps, for their consoles (set once the apps are built).
     store: Arc<OnceLock<AppStore>>,
@@ -37,7 +37,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Starts one worker per target of every app (none for apps without webhooks). The
     /// workers end when the dispatcher is dropped and their queues are drained.
-    pub fn start(
+    pub(crate) fn start(
         apps: &[AppConfig],
         settings: &WebhookSettings,
         stats: Arc<Stats>,
@@ -57,7 +57,7 @@ impl Dispatcher {
     /// unchanged keeps its queues; changed or new targets get new queues and workers; the
     /// queues of removed ones are dropped, and their workers end once they have sent what
     /// was queued.
-    pub fn reconfigure(&self, apps: &[AppConfig]) {
+    pub(crate) fn reconfigure(&self, apps: &[AppConfig]) {
         let mut current = self.apps.write();
         let mut next = HashMap::new();
         for app in apps.iter().filter(|a| !a.webhooks.is_empty()) {
@@ -100,33 +100,13 @@ impl Dispatcher {
     }
 
     /// Reports deliveries to the consoles of `apps` from now on.
-    pub fn attach(&self, apps: &AppStore) {
+    pub(crate) fn attach(&self, apps: &AppStore) {
         let _ = self.store.set(apps.clone());
-    }
-
-    /// The kinds some target of `app_id` takes.
-    pub fn kinds(&self, app_id: &str) -> KindSet {
-        self.apps
-            .read()
-            .get(app_id)
-            .map_or(KindSet::default(), |queues| {
-                queues
-                    .iter()
-                    .fold(KindSet::default(), |k, q| k.union(q.receiver.target.kinds))
-            })
-    }
-
-    /// Whether some target of `app_id` takes `kind` on `channel`.
-    pub fn takes(&self, app_id: &str, kind: WebhookKind, channel: &str) -> bool {
-        self.apps
-            .read()
-            .get(app_id)
-            .is_some_and(|qs| qs.iter().any(|q| q.receiver.target.takes(kind, channel)))
     }
 
     /// Queues `event` for every target of `app_id` that takes it. Never waits: a full queue
     /// (its receiver far behind) drops the event for that target, logged and counted.
-    pub fn submit(&self, app_id: &str, event: WebhookEvent) {
+    pub(crate) fn submit(&self, app_id: &str, event: WebhookEvent) {
         let apps = self.apps.read();
         let Some(queues) = apps.get(app_id) else {
             return;

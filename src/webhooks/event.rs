@@ -44,7 +44,7 @@ impl<'a> Fields<'a> {
 
 /// An event ready for delivery. Cloned into each target's queue: the JSON is shared.
 #[derive(Debug, Clone)]
-pub struct WebhookEvent {
+pub(crate) struct WebhookEvent {
     pub kind: WebhookKind,
     pub channel: Arc<str>,
     /// When the event happened (the body's `time_ms` is its batch's earliest).
@@ -56,10 +56,10 @@ pub struct WebhookEvent {
 }
 
 /// What to do once nobody holds an event any more.
-pub trait Done: Send + Sync + std::fmt::Debug {}
+pub(crate) trait Done: Send + Sync + std::fmt::Debug {}
 
 impl WebhookEvent {
-    pub fn new(kind: WebhookKind, channel: Arc<str>, time_ms: u64, json: String) -> Self {
+    pub(crate) fn new(kind: WebhookKind, channel: Arc<str>, time_ms: u64, json: String) -> Self {
         WebhookEvent {
             kind,
             channel,
@@ -70,13 +70,13 @@ impl WebhookEvent {
     }
 
     /// `channel_occupied`, `channel_vacated` or `cache_miss`.
-    pub fn channel(kind: WebhookKind, channel: &str, time_ms: u64) -> Self {
+    pub(crate) fn channel(kind: WebhookKind, channel: &str, time_ms: u64) -> Self {
         let json = Fields::new(kind, channel).encode();
         WebhookEvent::new(kind, Arc::from(channel), time_ms, json)
     }
 
     /// `member_added` or `member_removed`.
-    pub fn member(kind: WebhookKind, channel: &str, user_id: &str, time_ms: u64) -> Self {
+    pub(crate) fn member(kind: WebhookKind, channel: &str, user_id: &str, time_ms: u64) -> Self {
         let json = Fields {
             user_id: Some(user_id),
             ..Fields::new(kind, channel)
@@ -85,7 +85,7 @@ impl WebhookEvent {
         WebhookEvent::new(kind, Arc::from(channel), time_ms, json)
     }
 
-    pub fn client_event(
+    pub(crate) fn client_event(
         channel: &str,
         event: &str,
         data: &str,
@@ -104,7 +104,7 @@ impl WebhookEvent {
         WebhookEvent::new(WebhookKind::ClientEvent, Arc::from(channel), time_ms, json)
     }
 
-    pub fn subscription_count(channel: &str, count: usize, time_ms: u64) -> Self {
+    pub(crate) fn subscription_count(channel: &str, count: usize, time_ms: u64) -> Self {
         let json = Fields {
             subscription_count: Some(count),
             ..Fields::new(WebhookKind::SubscriptionCount, channel)
@@ -120,7 +120,7 @@ impl WebhookEvent {
 }
 
 /// `{"time_ms":T,"events":[...]}` for a batch, `T` its earliest event's time.
-pub fn body(events: &[WebhookEvent]) -> String {
+pub(crate) fn body(events: &[WebhookEvent]) -> String {
     let time_ms = events.iter().map(|e| e.time_ms).min().unwrap_or(0);
     let mut out =
         String::with_capacity(40 + events.iter().map(|e| e.json.len() + 1).sum::<usize>());

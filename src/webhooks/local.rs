@@ -22,10 +22,10 @@ use super::settings::{WebhookKind, WebhookSettings};
 use super::{AppSignal, Signal};
 
 /// A channel's `cache_miss` webhooks are this far apart, at least.
-pub const CACHE_MISS_QUIET: Duration = Duration::from_secs(5);
+pub(crate) const CACHE_MISS_QUIET: Duration = Duration::from_secs(5);
 /// Above this many subscribers, a channel's count is sent at most every [`COUNT_EVERY`].
-pub const COUNT_BUSY: usize = 100;
-pub const COUNT_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const COUNT_BUSY: usize = 100;
+pub(crate) const COUNT_EVERY: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(50);
 
 /// A webhook waiting out the delay: (app, kind, channel, user).
@@ -52,7 +52,7 @@ struct Local {
 }
 
 /// Runs until the signal senders are gone or `stop` turns true.
-pub async fn run(
+pub(crate) async fn run(
     mut rx: mpsc::Receiver<AppSignal>,
     dispatcher: Arc<Dispatcher>,
     settings: WebhookSettings,

@@ -18,12 +18,12 @@
 //! ([`settings::WebhookSettings::queue_events`]); past it, events for that target are dropped
 //! and counted, never queued without bound.
 
-pub mod deliver;
-pub mod dispatch;
-pub mod event;
-pub mod local;
-pub mod queue;
-pub mod settings;
+pub(crate) mod deliver;
+pub(crate) mod dispatch;
+pub(crate) mod event;
+pub(crate) mod local;
+pub(crate) mod queue;
+pub(crate) mod settings;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,10 +39,10 @@ use dispatch::Dispatcher;
 use settings::{KindSet, WebhookKind};
 
 /// Signals waiting for the webhook task, at most; past it they are dropped and counted.
-pub const SIGNAL_QUEUE: usize = 64 * 1024;
+pub(crate) const SIGNAL_QUEUE: usize = 64 * 1024;
 
 /// Milliseconds since the Unix epoch: a webhook's `time_ms`.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -50,7 +50,7 @@ pub fn now_ms() -> u64 {
 
 /// What happened, as the registry or a session saw it on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// The node's first subscriber of the channel joined (`true`), or its last left.
     Occupancy {
         channel: Arc<str>,
@@ -81,7 +81,7 @@ pub enum Signal {
 
 /// One signal of one app, with the time it happened.
 #[derive(Debug, Clone)]
-pub struct AppSignal {
+pub(crate) struct AppSignal {
     pub app_id: Arc<str>,
     pub time_ms: u64,
     pub signal: Signal,
@@ -89,7 +89,7 @@ pub struct AppSignal {
 
 /// Counters of the webhook pipeline, for the logs (and the metrics to come).
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Webhook requests answered with 2xx.
     pub delivered: AtomicU64,
     /// Attempts that failed (non-2xx, refused, timed out) and were retried or given up.
@@ -103,14 +103,14 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn add(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
 
 /// The running webhook pipeline's entry points, for building each app's [`AppWebhooks`].
 #[derive(Debug, Clone)]
-pub struct Taps {
+pub(crate) struct Taps {
     tx: mpsc::Sender<AppSignal>,
     clustered: bool,
     pub stats: Arc<Stats>,
@@ -122,7 +122,7 @@ impl Taps {
     /// Redis queue task (cluster). A single node always starts it (idle, it costs one waiting
     /// task), so a reload can add the first target; a cluster node only when some app has
     /// targets, since its queue task reads Redis. `None` when not started.
-    pub fn start(
+    pub(crate) fn start(
         config: &Config,
         cluster: Option<&Arc<Cluster>>,
         stop: watch::Receiver<bool>,
@@ -160,17 +160,17 @@ impl Taps {
     }
 
     /// Reports deliveries to the consoles of `apps` (the server's apps, once built).
-    pub fn attach(&self, apps: &crate::apps::AppStore) {
+    pub(crate) fn attach(&self, apps: &crate::apps::AppStore) {
         self.dispatcher.attach(apps);
     }
 
     /// Sends to the apps' targets as `apps` lists them from now on (a reload).
-    pub fn reconfigure(&self, apps: &[AppConfig]) {
+    pub(crate) fn reconfigure(&self, apps: &[AppConfig]) {
         self.dispatcher.reconfigure(apps);
     }
 
     /// The hooks of one app; `None` when it has no targets.
-    pub fn for_app(
+    pub(crate) fn for_app(
         &self,
         config: &AppConfig,
         cluster: Option<&ClusterChannels>,
@@ -208,7 +208,7 @@ enum Route {
 /// One app's webhook hooks, held by its registry and sessions. Every method is a cheap test
 /// of the kinds the app's targets take, then at most one non-blocking send.
 #[derive(Debug)]
-pub struct AppWebhooks {
+pub(crate) struct AppWebhooks {
     app_id: Arc<str>,
     kinds: KindSet,
     route: Route,
@@ -217,7 +217,7 @@ pub struct AppWebhooks {
 
 impl AppWebhooks {
     /// Hooks for a single node, sending into the local webhook task.
-    pub fn local(
+    pub(crate) fn local(
         app_id: &str,
         kinds: KindSet,
         tx: mpsc::Sender<AppSignal>,
@@ -232,7 +232,7 @@ impl AppWebhooks {
     }
 
     /// Hooks for a node of a cluster.
-    pub fn clustered(
+    pub(crate) fn clustered(
         channels: ClusterChannels,
         kinds: KindSet,
         direct: mpsc::Sender<AppSignal>,
@@ -246,12 +246,12 @@ impl AppWebhooks {
         }
     }
 
-    pub fn wants(&self, kind: WebhookKind) -> bool {
+    pub(crate) fn wants(&self, kind: WebhookKind) -> bool {
         self.kinds.contains(kind)
     }
 
     /// Whether presence member events are decided for webhooks (by the cluster scripts).
-    pub fn wants_members(&self) -> bool {
+    pub(crate) fn wants_members(&self) -> bool {
         self.wants(WebhookKind::MemberAdded) || self.wants(WebhookKind::MemberRemoved)
     }
 
@@ -272,7 +272,7 @@ impl AppWebhooks {
 
     /// The node's first subscriber of `channel` joined (`occupied`), or its last one left.
     /// Called under the channel's shard lock, so a channel's signals keep their order.
-    pub fn occupancy(&self, channel: &Arc<str>, occupied: bool) {
+    pub(crate) fn occupancy(&self, channel: &Arc<str>, occupied: bool) {
         if !self.wants_occupancy() {
             return;
         }
@@ -297,7 +297,7 @@ impl AppWebhooks {
 
     /// A presence user's first socket joined, or its last one left. In a cluster the
     /// presence scripts decide this for the whole cluster, so nodes never signal it.
-    pub fn member(&self, channel: &Arc<str>, user_id: &Arc<str>, added: bool) {
+    pub(crate) fn member(&self, channel: &Arc<str>, user_id: &Arc<str>, added: bool) {
         if !self.wants_members() {
             return;
         }
@@ -313,7 +313,7 @@ impl AppWebhooks {
         }
     }
 
-    pub fn client_event(
+    pub(crate) fn client_event(
         &self,
         channel: &str,
         event: &str,
@@ -344,7 +344,7 @@ impl AppWebhooks {
     }
 
     /// A subscriber of a cache channel found nothing cached.
-    pub fn cache_miss(&self, channel: &Arc<str>) {
+    pub(crate) fn cache_miss(&self, channel: &Arc<str>) {
         if self.wants(WebhookKind::CacheMiss) {
             self.send(
                 self.direct(),
@@ -356,7 +356,7 @@ impl AppWebhooks {
     }
 
     /// A channel's subscriber count on a single node (a cluster's counts are the link's).
-    pub fn count(&self, channel: &Arc<str>, count: usize) {
+    pub(crate) fn count(&self, channel: &Arc<str>, count: usize) {
         if !self.wants(WebhookKind::SubscriptionCount) {
             return;
         }
@@ -372,11 +372,11 @@ impl AppWebhooks {
     }
 
     /// Whether the link should send this app's cluster-wide counts as webhooks.
-    pub fn wants_cluster_counts(&self) -> bool {
+    pub(crate) fn wants_cluster_counts(&self) -> bool {
         matches!(self.route, Route::Cluster { .. }) && self.wants(WebhookKind::SubscriptionCount)
     }
 
-    pub fn wants_cluster_occupancy(&self) -> bool {
+    pub(crate) fn wants_cluster_occupancy(&self) -> bool {
         matches!(self.route, Route::Cluster { .. }) && self.wants_occupancy()
     }
 

@@ -44,7 +44,7 @@ const PROMOTE_EVERY: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What the task needs.
-pub struct QueueContext {
+pub(crate) struct QueueContext {
     pub cluster: Arc<Cluster>,
     pub dispatcher: Arc<Dispatcher>,
     pub settings: WebhookSettings,
@@ -85,7 +85,7 @@ async fn within_for<T>(
 }
 
 /// Runs until `stop` turns true. `direct` carries this node's own events for the stream.
-pub async fn run(
+pub(crate) async fn run(
     ctx: QueueContext,
     mut direct: mpsc::Receiver<AppSignal>,
     mut stop: watch::Receiver<bool>,

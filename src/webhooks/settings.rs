@@ -14,16 +14,24 @@ use serde::Deserialize;
 /// The events Pusher sends webhooks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WebhookKind {
+    /// `channel_occupied`: a channel got its first subscriber.
     ChannelOccupied,
+    /// `channel_vacated`: its last subscriber left.
     ChannelVacated,
+    /// `member_added`: a user joined a presence channel.
     MemberAdded,
+    /// `member_removed`: a user's last socket left it.
     MemberRemoved,
+    /// `client_event`: a client sent a `client-*` event.
     ClientEvent,
+    /// `cache_miss`: a cache channel was joined with nothing cached.
     CacheMiss,
+    /// `subscription_count`: a channel's subscriber count changed.
     SubscriptionCount,
 }
 
 impl WebhookKind {
+    /// Every kind.
     pub const ALL: [WebhookKind; 7] = [
         WebhookKind::ChannelOccupied,
         WebhookKind::ChannelVacated,
@@ -47,6 +55,7 @@ impl WebhookKind {
         }
     }
 
+    /// The kind a webhook event name (`channel_occupied` …) stands for.
     pub fn parse(name: &str) -> Option<WebhookKind> {
         WebhookKind::ALL.into_iter().find(|k| k.name() == name)
     }
@@ -63,24 +72,29 @@ impl fmt::Display for WebhookKind {
 pub struct KindSet(u8);
 
 impl KindSet {
+    /// Every kind.
     pub const ALL: KindSet = KindSet(0x7f);
 
     fn bit(kind: WebhookKind) -> u8 {
         1 << (kind as u8)
     }
 
+    /// This set and `kind`.
     pub fn with(self, kind: WebhookKind) -> KindSet {
         KindSet(self.0 | KindSet::bit(kind))
     }
 
+    /// Whether `kind` is in the set.
     pub fn contains(self, kind: WebhookKind) -> bool {
         self.0 & KindSet::bit(kind) != 0
     }
 
+    /// The kinds of either set.
     pub fn union(self, other: KindSet) -> KindSet {
         KindSet(self.0 | other.0)
     }
 
+    /// Whether the set holds no kind.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -127,10 +141,15 @@ impl WebhookTarget {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookEntry {
+    /// Where the webhook requests go (`http://` or `https://`).
     pub url: Option<String>,
+    /// The kinds this target takes (soketi's name); all when absent.
     pub event_types: Option<Vec<String>>,
+    /// Only channels whose name starts with this.
     pub channel_prefix: Option<String>,
+    /// soketi's channel-name filter.
     pub filter: Option<WebhookFilter>,
+    /// Extra request headers.
     pub headers: Option<BTreeMap<String, String>>,
 }
 
@@ -138,7 +157,9 @@ pub struct WebhookEntry {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookFilter {
+    /// Only channels whose name starts with this.
     pub channel_name_starts_with: Option<String>,
+    /// Only channels whose name ends with this.
     pub channel_name_ends_with: Option<String>,
 }
 
@@ -253,6 +274,7 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// The pause before the first retry; it doubles with each failure, up to `retry_max`.
     pub retry_first: Duration,
+    /// The longest pause between two attempts.
     pub retry_max: Duration,
     /// A webhook still failing this long after it was created is given up (Pusher: 5 min).
     pub retry_for: Duration,
@@ -287,19 +309,30 @@ impl Default for WebhookSettings {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookOverrides {
+    /// Replaces the setting of the same name (`delay_ms`); `None` keeps it.
     pub delay_ms: Option<u64>,
+    /// Replaces the setting of the same name (`batch_window_ms`); `None` keeps it.
     pub batch_window_ms: Option<u64>,
+    /// Replaces the setting of the same name (`max_batch_events`); `None` keeps it.
     pub max_batch_events: Option<usize>,
+    /// Replaces the setting of the same name (`timeout_ms`); `None` keeps it.
     pub timeout_ms: Option<u64>,
+    /// Replaces the setting of the same name (`retry_first_ms`); `None` keeps it.
     pub retry_first_ms: Option<u64>,
+    /// Replaces the setting of the same name (`retry_max_ms`); `None` keeps it.
     pub retry_max_ms: Option<u64>,
+    /// Replaces the setting of the same name (`retry_for_secs`); `None` keeps it.
     pub retry_for_secs: Option<u64>,
+    /// Replaces the setting of the same name (`queue_events`); `None` keeps it.
     pub queue_events: Option<usize>,
+    /// Replaces the setting of the same name (`concurrency`); `None` keeps it.
     pub concurrency: Option<usize>,
+    /// Replaces the setting of the same name (`reclaim_after_secs`); `None` keeps it.
     pub reclaim_after_secs: Option<u64>,
 }
 
 impl WebhookOverrides {
+    /// Writes the values given into `s`.
     pub fn apply(&self, s: &mut WebhookSettings) {
         let ms = |v: Option<u64>, target: &mut Duration| {
             if let Some(v) = v {

@@ -15,7 +15,7 @@ static WINDOW: AtomicU64 = AtomicU64::new(0);
 static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
 
 /// What a close code means, in a few words (empty for codes without a story).
-pub fn meaning(code: u16) -> &'static str {
+pub(crate) fn meaning(code: u16) -> &'static str {
     match code {
         codes::OVER_CAPACITY => "slow reader: its outbox overflowed",
         codes::PONG_NOT_RECEIVED => "no pong in time",
@@ -32,7 +32,7 @@ pub fn meaning(code: u16) -> &'static str {
 
 /// Logs a connection's end unless it was a normal one (client close, shutdown, drain, or a
 /// dropped TCP connection).
-pub fn closed(app_id: &str, socket_id: SocketId, code: Option<u16>) {
+pub(crate) fn closed(app_id: &str, socket_id: SocketId, code: Option<u16>) {
     let Some(code) = code else {
         return;
     };

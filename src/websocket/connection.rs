@@ -40,7 +40,7 @@ use crate::websocket::close_log;
 
 /// What a connection needs from the server.
 #[derive(Debug, Clone)]
-pub struct ConnectionSettings {
+pub(crate) struct ConnectionSettings {
     pub keepalive: KeepaliveSettings,
     pub write_timeout: Duration,
     pub max_message_bytes: usize,
@@ -53,7 +53,7 @@ pub struct ConnectionSettings {
 /// the `Connection` outside and awaiting a method that takes it by value makes the compiler
 /// keep both in the task's future (1,088 bytes instead of 784), and an idle connection pays
 /// for every byte of it.
-pub async fn run<S: Transport>(
+pub(crate) async fn run<S: Transport>(
     stream: S,
     early_bytes: Bytes,
     slot: ConnectionSlot,

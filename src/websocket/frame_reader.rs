@@ -17,7 +17,7 @@ use super::transport::Transport;
 const READ_CHUNK: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpCode {
+pub(crate) enum OpCode {
     Continuation,
     Text,
     Binary,
@@ -27,14 +27,14 @@ pub enum OpCode {
 }
 
 #[derive(Debug)]
-pub struct Frame {
+pub(crate) struct Frame {
     pub fin: bool,
     pub opcode: OpCode,
     pub payload: Bytes,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     /// The peer closed the TCP stream or it failed.
     Closed,
     /// A frame's declared length is over the limit.
@@ -44,14 +44,14 @@ pub enum FrameError {
 }
 
 #[derive(Debug)]
-pub struct FrameReader {
+pub(crate) struct FrameReader {
     buf: BytesMut,
     max_payload: usize,
 }
 
 impl FrameReader {
     /// `early` holds bytes read before the upgrade completed, if any.
-    pub fn new(early: Bytes, max_payload: usize) -> Self {
+    pub(crate) fn new(early: Bytes, max_payload: usize) -> Self {
         FrameReader {
             buf: BytesMut::from(&early[..]),
             max_payload,
@@ -60,7 +60,7 @@ impl FrameReader {
 
     /// The next frame, reading from `stream` when nothing complete is buffered. Waits (and
     /// keeps `cx`'s waker with the socket) only when the socket has nothing to read.
-    pub fn poll_next<S: Transport>(
+    pub(crate) fn poll_next<S: Transport>(
         &mut self,
         cx: &mut Context<'_>,
         stream: &mut S,

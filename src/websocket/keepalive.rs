@@ -5,14 +5,14 @@
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy)]
-pub struct KeepaliveSettings {
+pub(crate) struct KeepaliveSettings {
     pub activity_timeout: Duration,
     pub pong_timeout: Duration,
 }
 
 /// What the connection should do when the keep-alive timer fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Nothing yet; look again at this instant.
     WaitUntil(Instant),
     /// Send a ping, then look again at this instant.
@@ -22,13 +22,13 @@ pub enum Action {
 }
 
 #[derive(Debug)]
-pub struct Keepalive {
+pub(crate) struct Keepalive {
     settings: KeepaliveSettings,
     pinged_at: Option<Instant>,
 }
 
 impl Keepalive {
-    pub fn new(settings: KeepaliveSettings) -> Self {
+    pub(crate) fn new(settings: KeepaliveSettings) -> Self {
         Keepalive {
             settings,
             pinged_at: None,
@@ -36,12 +36,12 @@ impl Keepalive {
     }
 
     /// When to look first, for a connection that was last heard from at `heard`.
-    pub fn first_check(&self, heard: Instant) -> Instant {
+    pub(crate) fn first_check(&self, heard: Instant) -> Instant {
         heard + self.settings.activity_timeout
     }
 
     /// Decides at `now`, given when the client was last heard from.
-    pub fn check(&mut self, heard: Instant, now: Instant) -> Action {
+    pub(crate) fn check(&mut self, heard: Instant, now: Instant) -> Action {
         match self.pinged_at {
             Some(sent) if heard >= sent => {
                 self.pinged_at = None;

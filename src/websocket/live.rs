@@ -18,7 +18,7 @@ use crate::protocol::socket_id::ConnId;
 const SHARDS: usize = 16;
 
 #[derive(Debug, Default)]
-pub struct LiveConnections {
+pub(crate) struct LiveConnections {
     shards: [Mutex<HashMap<ConnId, Arc<Outbox>>>; SHARDS],
     /// Set once shutdown begins; what every connection is asked to close with.
     closing: Mutex<Option<CloseRequest>>,
@@ -27,7 +27,7 @@ pub struct LiveConnections {
 
 /// Keeps a connection in the list; removes it on drop.
 #[derive(Debug)]
-pub struct Listed {
+pub(crate) struct Listed {
     live: Arc<LiveConnections>,
     conn: ConnId,
 }
@@ -39,7 +39,7 @@ impl LiveConnections {
 
     /// Lists a connection. If the server is already closing, the outbox is asked to close
     /// at once, so a connection that opens during shutdown cannot be missed.
-    pub fn add(self: &Arc<Self>, conn: ConnId, outbox: &Arc<Outbox>) -> Listed {
+    pub(crate) fn add(self: &Arc<Self>, conn: ConnId, outbox: &Arc<Outbox>) -> Listed {
         self.shard(conn).lock().insert(conn, outbox.clone());
         self.count.fetch_add(1, Ordering::Relaxed);
         // `close_all` sets `closing` before it walks the shards, and both sides take the
@@ -54,7 +54,7 @@ impl LiveConnections {
     }
 
     /// Asks every listed connection, and every one listed from now on, to close.
-    pub fn close_all(&self, request: CloseRequest) {
+    pub(crate) fn close_all(&self, request: CloseRequest) {
         *self.closing.lock() = Some(request.clone());
         for shard in &self.shards {
             let outboxes: Vec<Arc<Outbox>> = shard.lock().values().cloned().collect();
@@ -66,7 +66,7 @@ impl LiveConnections {
 
     /// Asks up to `n` listed connections that are not closing yet to close; returns how many
     /// it asked. Used by the paced drain, a wave at a time.
-    pub fn close_some(&self, n: usize, request: &CloseRequest) -> usize {
+    pub(crate) fn close_some(&self, n: usize, request: &CloseRequest) -> usize {
         let mut asked = 0;
         for shard in &self.shards {
             if asked == n {
@@ -87,11 +87,11 @@ impl LiveConnections {
         asked
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

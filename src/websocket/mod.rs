@@ -2,12 +2,12 @@
 //! writer, keep-alive), and the session that gives client messages their meaning. Never
 //! imports `http_api`.
 
-pub mod close_log;
-pub mod connection;
-pub mod frame_reader;
-pub mod keepalive;
-pub mod live;
-pub mod session;
-pub mod socket_writer;
-pub mod transport;
-pub mod upgrade;
+pub(crate) mod close_log;
+pub(crate) mod connection;
+pub(crate) mod frame_reader;
+pub(crate) mod keepalive;
+pub(crate) mod live;
+pub(crate) mod session;
+pub(crate) mod socket_writer;
+pub(crate) mod transport;
+pub(crate) mod upgrade;

@@ -95,7 +95,7 @@ struct Held {
     user_id: Option<Arc<str>>,
 }
 
-pub struct Session {
+pub(crate) struct Session {
     app: Arc<App>,
     socket_id: SocketId,
     outbox: Arc<Outbox>,
@@ -149,7 +149,7 @@ fn subscribe_depth(app: &App) -> u32 {
 }
 
 impl Session {
-    pub fn new(app: Arc<App>, socket_id: SocketId, outbox: Arc<Outbox>) -> Self {
+    pub(crate) fn new(app: Arc<App>, socket_id: SocketId, outbox: Arc<Outbox>) -> Self {
         let depth = subscribe_depth(&app);
         Session {
             app,
@@ -162,17 +162,17 @@ impl Session {
         }
     }
 
-    pub fn socket_id(&self) -> SocketId {
+    pub(crate) fn socket_id(&self) -> SocketId {
         self.socket_id
     }
 
     /// Whether the connection has signed in or joined a private or presence channel.
-    pub fn is_authorized(&self) -> bool {
+    pub(crate) fn is_authorized(&self) -> bool {
         self.authorized
     }
 
     /// Queues `pusher:connection_established`.
-    pub fn greet(&self, activity_timeout: Duration) {
+    pub(crate) fn greet(&self, activity_timeout: Duration) {
         let data = format!(
             "{{\"socket_id\":\"{}\",\"activity_timeout\":{}}}",
             self.socket_id,
@@ -194,7 +194,7 @@ impl Session {
     }
 
     /// Handles one text message from the client.
-    pub fn handle_text(&mut self, text: &str) {
+    pub(crate) fn handle_text(&mut self, text: &str) {
         self.app.metrics.received(text.len());
         match messages::parse(text) {
             Ok(ClientMessage::Ping) => self.send(encode::pusher_pong()),
@@ -568,7 +568,7 @@ impl Session {
     }
 
     /// Leaves every channel and signs out; called once when the connection ends.
-    pub fn leave_all(&mut self) {
+    pub(crate) fn leave_all(&mut self) {
         for (channel, _) in self.subscriptions.drain() {
             self.app.registry.unsubscribe(&channel, self.socket_id.conn);
         }

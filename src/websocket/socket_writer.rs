@@ -43,7 +43,7 @@ pub(super) fn consume(frames: &mut VecDeque<Bytes>, mut written: usize) {
 /// Writes frames from the front of `frames` until none is left or the socket is full; in
 /// the second case `cx`'s waker is kept with the socket. Sets `progressed` when any byte
 /// went out, which is what the caller's write timeout measures.
-pub fn poll_write_frames(
+pub(crate) fn poll_write_frames(
     cx: &mut Context<'_>,
     socket: &TcpStream,
     frames: &mut VecDeque<Bytes>,

@@ -20,7 +20,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::socket_writer::{self, MAX_IOVECS, consume, gather};
 
-pub trait Transport: AsyncWrite + Unpin + Send + 'static {
+pub(crate) trait Transport: AsyncWrite + Unpin + Send + 'static {
     /// Reads what is available into `buf`, first adding `grow` bytes of room if it is full;
     /// `Ok(0)` once the peer has closed. While nothing is available `buf` is left empty of
     /// any allocation if it held no bytes.

@@ -24,7 +24,7 @@ use crate::server::client_ips::IpTicket;
 
 /// The verdict on an upgrade request.
 #[derive(Debug)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// The slot, and the request's origin when the app's console is open (to report it).
     Accept(ConnectionSlot, Option<Box<str>>),
     Refuse {
@@ -41,7 +41,7 @@ fn refuse(code: u16, message: impl Into<String>) -> Admission {
 }
 
 /// Decides whether a WebSocket may open: path, app, protocol version, origin, quota.
-pub fn admit<B>(req: &Request<B>, apps: &AppStore) -> Admission {
+pub(crate) fn admit<B>(req: &Request<B>, apps: &AppStore) -> Admission {
     let path = req.uri().path();
     let Some(key) = path.strip_prefix("/app/").map(|k| k.trim_end_matches('/')) else {
         return refuse(codes::PATH_NOT_FOUND, format!("Path not found: {path}"));
@@ -135,7 +135,7 @@ fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
 
 /// Answers an upgrade request with 101 and starts the connection's tasks. `ip_ticket` counts
 /// the connection against its client's address for as long as it lives.
-pub fn upgrade(
+pub(crate) fn upgrade(
     mut req: Request<Incoming>,
     ctx: &Arc<ServerContext>,
     ip_ticket: Option<Arc<IpTicket>>,
