@@ -64,6 +64,9 @@ impl Drop for Running {
     }
 }
 
+/// How long a server may take to listen.
+const START_WITHIN: Duration = Duration::from_secs(60);
+
 fn start(server: &Server, port: u16) -> Result<Running, String> {
     let command = server.command.replace("{port}", &port.to_string());
     // `exec`, so the pid is the server's own (for its CPU and RSS).
@@ -77,12 +80,14 @@ fn start(server: &Server, port: u16) -> Result<Running, String> {
         .map_err(|e| format!("{}: cannot start {command:?}: {e}", server.name))?;
     let running = Running(child);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // soketi takes 5-15 s to listen here (Node start-up and its metrics set-up).
+    let deadline = Instant::now() + START_WITHIN;
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if Instant::now() > deadline {
             return Err(format!(
-                "{}: nothing listens on {addr} after 15 s",
-                server.name
+                "{}: nothing listens on {addr} after {} s",
+                server.name,
+                START_WITHIN.as_secs()
             ));
         }
         std::thread::sleep(Duration::from_millis(50));
