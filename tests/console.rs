@@ -11,14 +11,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::redis_server::RedisServer;
 use common::*;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 
 const TOKEN: &str = "console-test-token";
 
@@ -45,25 +42,12 @@ async fn request(
     token: Option<&str>,
     body: &str,
 ) -> hyper::Response<Incoming> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("HTTP handshake");
-    tokio::spawn(connection);
-    let mut builder = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
-    }
-    let request = builder
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    tokio::time::timeout(RECV_TIMEOUT, sender.send_request(request))
-        .await
-        .expect("an answer in time")
-        .expect("an HTTP response")
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| vec![("authorization", b)])
+        .unwrap_or_default();
+    http_send(addr, method, path, &headers, body.as_bytes().to_vec()).await
 }
 
 /// Status and JSON body of a console request.

@@ -1062,13 +1062,15 @@ pub async fn probe(addr: SocketAddr, path: &str) -> Option<u16> {
     Some(http_request(addr, "GET", path, Vec::new()).await.status)
 }
 
-/// One HTTP/1.1 request on a fresh connection; the whole exchange is bounded by 10 s.
-pub async fn http_request(
+/// One HTTP/1.1 request on a fresh connection, with extra `headers`; the response with its
+/// body still to read (a stream, for the console). Its head must arrive within 10 s.
+pub async fn http_send(
     addr: SocketAddr,
     method: &str,
     path_and_query: &str,
+    headers: &[(&str, &str)],
     body: Vec<u8>,
-) -> ApiResponse {
+) -> hyper::Response<hyper::body::Incoming> {
     let exchange = async {
         let stream = TcpStream::connect(addr)
             .await
@@ -1084,22 +1086,34 @@ pub async fn http_request(
         if !body.is_empty() {
             builder = builder.header("content-type", "application/json");
         }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
         let request = builder
             .body(Full::new(Bytes::from(body)))
             .expect("a valid request");
-        let response = sender.send_request(request).await.expect("HTTP response");
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("HTTP body")
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        ApiResponse { status, text, json }
+        sender.send_request(request).await.expect("HTTP response")
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
         .unwrap_or_else(|_| panic!("{method} {path_and_query} got no response within 10 s"))
+}
+
+/// One HTTP/1.1 request on a fresh connection; the whole exchange is bounded by 10 s.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    body: Vec<u8>,
+) -> ApiResponse {
+    let response = http_send(addr, method, path_and_query, &[], body).await;
+    let status = response.status().as_u16();
+    let bytes = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path_and_query}: no whole body within 10 s"))
+        .expect("HTTP body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    ApiResponse { status, text, json }
 }
