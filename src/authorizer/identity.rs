@@ -1,7 +1,8 @@
 //! Who the user is, as the app's callbacks state it, and the JSON strings that carry it: a
 //! presence member becomes `channel_data`, a signed-in user becomes `user_data`. Both are
 //! checked against the rules Crier's own session applies when the client sends them back
-//! (`protocol::member_data`), so a token made here is never refused there for its content.
+//! (presence data through `protocol::member_data` itself; sign-in ids also against the user
+//! channel they name), so a token made here is never refused there for its content.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -10,6 +11,7 @@ use super::error::AuthError;
 use crate::protocol::channel::{USER_CHANNEL_PREFIX, classify};
 use crate::protocol::clip::clip;
 use crate::protocol::limits::MAX_USER_ID_LEN;
+use crate::protocol::member_data;
 
 /// A presence channel member, as the app's presence-data callback describes the user.
 ///
@@ -128,12 +130,15 @@ fn check_info(info: Option<&Value>, max_bytes: usize) -> Result<Option<&Value>, 
 impl PresenceMember {
     /// The presence `channel_data` string, or why this member cannot join.
     pub(super) fn channel_data(&self, max_info_bytes: usize) -> Result<String, AuthError> {
-        check_id("the presence user_id", &self.user_id)?;
         let user_info = check_info(self.user_info.as_ref(), max_info_bytes)?;
-        to_json(&ChannelData {
+        let json = to_json(&ChannelData {
             user_id: &self.user_id,
             user_info,
-        })
+        })?;
+        // The session's own parser: what it would refuse is refused here, by the same rule.
+        member_data::channel_member(&json, max_info_bytes)
+            .map_err(|why| AuthError::Forbidden(format!("the presence member: {why}")))?;
+        Ok(json)
     }
 }
 
